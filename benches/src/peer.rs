@@ -1,0 +1,90 @@
+//! The systems under test, behind one trait (like redb's `crates/redb-bench`).
+//!
+//! Each benchmark is a method of [`Peer`]; a system that has nothing to say for a benchmark
+//! keeps the default. The harness runs every `(benchmark, peer)` pair in a child process of its
+//! own (see `main.rs`), so peak memory is per system and one system's page cache and allocator
+//! state do not leak into the next one's figures.
+//!
+//! To add a benchmark: add a method here (default: not supported), implement it for the
+//! systems that have it, add a `Bench` variant in `main.rs` and a table in `report.rs`.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::gen::Input;
+
+/// What one timed run of one system produced.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sample {
+    /// Events processed (offered), the numerator of the rate.
+    pub events: u64,
+    /// Events actually stored (after dedup / rejection), when the system stores them.
+    pub stored: Option<u64>,
+    /// Wall time of the measured part, seconds.
+    pub secs: f64,
+    /// Bytes of all files the system left in its directory, after closing it.
+    pub disk_bytes: Option<u64>,
+    /// Durable commits (fsyncs) done.
+    pub commits: Option<u64>,
+}
+
+/// Whether a row competes with runledger or explains where runledger's own time goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Peer,
+    Breakdown,
+}
+
+/// One system under test.
+pub trait Peer {
+    /// Short stable name: the `--only` filter and the `system` field of results.jsonl.
+    fn key(&self) -> String;
+    /// The row label in tables.
+    fn label(&self) -> String;
+    fn role(&self) -> Role {
+        Role::Peer
+    }
+    /// Durable bulk ingest of `input` into a fresh store under `dir` (empty, owned by this
+    /// run). Every event must be on disk (fsync'd) when this returns.
+    fn ingest(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        let _ = (input, dir);
+        bail!("{} has no ingest benchmark", self.key())
+    }
+}
+
+/// The systems of the `ingest` benchmark, in table order: runledger, its peers, then the
+/// breakdown of runledger's time.
+pub fn ingest_peers() -> Vec<Box<dyn Peer>> {
+    use crate::sys_file::{Batch, PlainFile};
+    let commit_bytes = ledger::ingest::IngestOptions::default().chunk_bytes;
+    vec![
+        Box::new(crate::sys_ledger::Runledger),
+        Box::new(PlainFile {
+            batch: Batch::Lines(1_000),
+        }),
+        Box::new(PlainFile {
+            batch: Batch::Bytes(commit_bytes),
+        }),
+        Box::new(crate::sys_sqlite::Sqlite::default()),
+        Box::new(crate::sys_ledger::ParseOnly),
+        Box::new(crate::sys_ledger::AppendOnly::default()),
+    ]
+}
+
+/// Total size of the regular files under `dir` (recursively).
+pub fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            total += dir_bytes(&entry.path())?;
+        } else {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}

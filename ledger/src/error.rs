@@ -1,0 +1,61 @@
+//! The one error type of the ledger crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the ledger. Rejections of single ingest lines are not errors
+/// (they are reported per line, see [`crate::ingest::IngestReport`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    IoPlain(#[from] std::io::Error),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error(
+        "{path}: the ledger is open for writing in another process; read it through that process \
+         (runledger serve) or stop it first"
+    )]
+    Busy { path: PathBuf },
+    #[error("{path}: not a runledger database ({why})")]
+    NotALedger { path: PathBuf, why: String },
+    #[error("corrupt log at seq {seq}: {why}")]
+    Corrupt { seq: u64, why: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result with the ledger's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<rkyv::rancor::Error> for Error {
+    fn from(e: rkyv::rancor::Error) -> Self {
+        Error::Storage(format!("encoding: {e}"))
+    }
+}

@@ -1,0 +1,265 @@
+//! Bulk ingest of NDJSON: read, parse on every core, append in order.
+//!
+//! The input is cut into chunks at line ends; parser threads turn chunks into events while the
+//! calling thread appends the previous chunk (one durable commit per chunk). Chunks are
+//! appended in input order, so `seq` follows the lines.
+
+use std::io::Read;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use crate::error::Result;
+use crate::event::Event;
+use crate::log::{Ledger, Outcome};
+use crate::parse::{parse_event_limited, Rejection, DEFAULT_MAX_EVENT_BYTES};
+
+/// How many rejection reasons a report keeps (the counts cover all of them).
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// Settings of a bulk ingest.
+///
+/// # Defaults
+/// - `max_event_bytes`: 16 MiB ([`DEFAULT_MAX_EVENT_BYTES`])
+/// - `chunk_bytes`: 4 MiB of input per commit
+/// - `parsers`: the number of cores
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub max_event_bytes: usize,
+    pub chunk_bytes: usize,
+    pub parsers: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            chunk_bytes: 4 << 20,
+            parsers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// One rejected line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number in the input.
+    pub line: u64,
+    pub reason: String,
+}
+
+/// The outcome of an ingest: counts, seq range and the first rejections.
+#[derive(Debug, Clone, Default)]
+pub struct IngestReport {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub errors: Vec<LineError>,
+    pub bytes: u64,
+}
+
+impl IngestReport {
+    /// Folds the outcomes of one append into the report.
+    pub fn add_outcomes(&mut self, outcomes: &[Outcome]) {
+        for o in outcomes {
+            match o {
+                Outcome::Stored(seq) => {
+                    self.accepted += 1;
+                    self.first_seq.get_or_insert(*seq);
+                    self.last_seq = Some(*seq);
+                }
+                Outcome::Duplicate(_) => self.duplicates += 1,
+            }
+        }
+    }
+    pub fn add_rejection(&mut self, line: u64, reason: &Rejection) {
+        self.rejected += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(LineError {
+                line,
+                reason: reason.0.clone(),
+            });
+        }
+    }
+}
+
+/// Hooks an ingest calls as it goes, on the calling thread.
+pub trait IngestSink {
+    /// A line was rejected (`line` is 1-based).
+    fn rejected(&mut self, _line: u64, _text: &[u8], _reason: &Rejection) -> Result<()> {
+        Ok(())
+    }
+    /// A chunk was committed; `bytes` of input are done so far.
+    fn committed(&mut self, _bytes: u64, _report: &IngestReport) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink that does nothing.
+pub struct NoSink;
+impl IngestSink for NoSink {}
+
+struct Chunk {
+    first_line: u64,
+    bytes: Vec<u8>,
+}
+
+struct Parsed {
+    events: Vec<Event>,
+    /// `(line number, reason, line bytes)` of rejected lines.
+    rejected: Vec<(u64, Rejection, Vec<u8>)>,
+    bytes: u64,
+}
+
+/// Reads NDJSON from `input` to the end and appends every valid event. A rejected line never
+/// stops the others; I/O and storage errors do (everything committed before stays stored).
+pub fn ingest_reader(
+    ledger: &Ledger,
+    input: impl Read + Send,
+    opts: &IngestOptions,
+    sink: &mut dyn IngestSink,
+) -> Result<IngestReport> {
+    let mut report = IngestReport::default();
+    let parsers = opts.parsers.max(1);
+    std::thread::scope(|scope| -> Result<()> {
+        let (job_tx, job_rx) = mpsc::sync_channel::<(Chunk, mpsc::SyncSender<Parsed>)>(parsers);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        // In-order results: one receiver per chunk, queued in input order.
+        let (order_tx, order_rx) = mpsc::sync_channel::<mpsc::Receiver<Parsed>>(parsers + 1);
+        for _ in 0..parsers {
+            let job_rx = Arc::clone(&job_rx);
+            let max = opts.max_event_bytes;
+            scope.spawn(move || loop {
+                let job = match job_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((chunk, done)) = job else { return };
+                let _ = done.send(parse_chunk(chunk, max));
+            });
+        }
+        let chunk_bytes = opts.chunk_bytes.max(1 << 10);
+        let reader = scope.spawn(move || -> Result<()> {
+            let mut input = input;
+            let mut carry: Vec<u8> = Vec::new();
+            let mut line = 1u64;
+            loop {
+                let mut buf = std::mem::take(&mut carry);
+                let start = buf.len();
+                buf.resize(start + chunk_bytes, 0);
+                let mut filled = start;
+                while filled < buf.len() {
+                    let n = input.read(&mut buf[filled..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                let eof = filled < buf.len();
+                buf.truncate(filled);
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                // Cut at the last newline; the rest starts the next chunk.
+                if !eof {
+                    match buf.iter().rposition(|&b| b == b'\n') {
+                        Some(p) => carry = buf.split_off(p + 1),
+                        None => {
+                            // One line longer than a chunk: keep reading it.
+                            carry = buf;
+                            continue;
+                        }
+                    }
+                }
+                let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                let (done_tx, done_rx) = mpsc::sync_channel(1);
+                let chunk = Chunk {
+                    first_line: line,
+                    bytes: buf,
+                };
+                line += lines;
+                if job_tx.send((chunk, done_tx)).is_err() || order_tx.send(done_rx).is_err() {
+                    return Ok(());
+                }
+                if eof {
+                    return Ok(());
+                }
+            }
+        });
+        let mut bytes = 0u64;
+        let mut result = Ok(());
+        for done in order_rx {
+            let Ok(parsed) = done.recv() else { break };
+            bytes += parsed.bytes;
+            if let Err(e) = append_parsed(ledger, parsed, &mut report, sink) {
+                result = Err(e);
+                break;
+            }
+            report.bytes = bytes;
+            if let Err(e) = sink.committed(bytes, &report) {
+                result = Err(e);
+                break;
+            }
+        }
+        // Reader errors (I/O) come first: they explain a short ingest.
+        match reader.join() {
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(())) => {}
+            Err(_) => {
+                return Err(crate::error::Error::Invalid(
+                    "input reader thread panicked".into(),
+                ))
+            }
+        }
+        result
+    })?;
+    Ok(report)
+}
+
+fn append_parsed(
+    ledger: &Ledger,
+    parsed: Parsed,
+    report: &mut IngestReport,
+    sink: &mut dyn IngestSink,
+) -> Result<()> {
+    if !parsed.events.is_empty() {
+        let outcomes = ledger.append(&parsed.events)?;
+        report.add_outcomes(&outcomes);
+    }
+    for (line, reason, text) in &parsed.rejected {
+        report.add_rejection(*line, reason);
+        sink.rejected(*line, text, reason)?;
+    }
+    Ok(())
+}
+
+fn parse_chunk(chunk: Chunk, max: usize) -> Parsed {
+    let mut events = Vec::with_capacity(chunk.bytes.len() / 200);
+    let mut rejected = Vec::new();
+    let mut line_no = chunk.first_line;
+    for raw in chunk.bytes.split(|&b| b == b'\n') {
+        let n = line_no;
+        line_no += 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let parsed = match std::str::from_utf8(raw) {
+            Ok(text) => parse_event_limited(text, max),
+            Err(e) => Err(Rejection(format!(
+                "not valid UTF-8 (byte {})",
+                e.valid_up_to() + 1
+            ))),
+        };
+        match parsed {
+            Ok(ev) => events.push(ev),
+            Err(reason) => rejected.push((n, reason, raw.to_vec())),
+        }
+    }
+    Parsed {
+        events,
+        rejected,
+        bytes: chunk.bytes.len() as u64,
+    }
+}

@@ -1,0 +1,497 @@
+//! The durable, hash-chained, append-only log in one redb file.
+//!
+//! Tables (see `docs/design.md` for the byte layout and invariants):
+//! - `meta`:   `&str -> &[u8]` — `format` (u32 LE), `head` (seq u64 LE ‖ hash 32 B)
+//! - `blocks`: `u64 first seq -> block` (see [`crate::block`])
+//! - `ids`:    `u64 run number -> sorted (xxh3(id), seq) pairs` (see [`crate::dedup`])
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::block::{self, Block, BlockBuilder, Hash};
+use crate::dedup;
+use crate::error::{Error, Result};
+use crate::event::{ArchivedStoredEvent, Event, StoredEvent};
+
+/// Version of the stored bytes: the rkyv format features and the layouts of `block`/`dedup`.
+/// Bump it on any change of them.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+pub(crate) const IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("ids");
+
+/// Page cache of the redb file. redb's default (1 GiB) would be the whole memory budget.
+const CACHE_BYTES: usize = 256 << 20;
+
+/// The newest event: its seq and chain hash. An auditor keeps it outside the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+impl Head {
+    pub const EMPTY: Head = Head {
+        seq: 0,
+        hash: [0; 32],
+    };
+    pub fn hash_hex(&self) -> String {
+        block::hex(&self.hash)
+    }
+}
+
+/// What became of one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored under this seq.
+    Stored(u64),
+    /// Its id was stored before, under this seq; nothing was stored.
+    Duplicate(u64),
+}
+
+pub(crate) enum Db {
+    Write(redb::Database),
+    Read(redb::ReadOnlyDatabase),
+}
+
+impl Db {
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        Ok(match self {
+            Db::Write(d) => d.begin_read()?,
+            Db::Read(d) => d.begin_read()?,
+        })
+    }
+}
+
+/// An open ledger file.
+pub struct Ledger {
+    pub(crate) db: Db,
+    path: PathBuf,
+    /// The head as of the last commit; the mutex also serialises writers in this process.
+    head: Mutex<Head>,
+    appended: Condvar,
+}
+
+fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(CACHE_BYTES);
+    // One process writes; others may open read-only and follow its commits.
+    b.set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+    b
+}
+
+impl Ledger {
+    /// Opens the ledger at `path` for writing, creating it when missing.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process has it open for writing; [`Error::NotALedger`]
+    /// for a file that is not a ledger of this format.
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
+        let path = path.as_ref().to_path_buf();
+        let db = builder().create(&path).map_err(|e| open_error(&path, e))?;
+        let ledger = Ledger::with_db(Db::Write(db), path)?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger for reading: for writing when no other process has it (so that
+    /// projections can catch up), else read-only beside that writer.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Ledger> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(Error::NotFound(format!(
+                "{}: no ledger here (create one with `runledger ingest` or `runledger demo`, or \
+                 pass --db)",
+                path.display()
+            )));
+        }
+        match builder().open(&path) {
+            Ok(db) => Ledger::with_db(Db::Write(db), path),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                let db = builder()
+                    .open_read_only(&path)
+                    .map_err(|e| open_error(&path, e))?;
+                Ledger::with_db(Db::Read(db), path)
+            }
+            Err(e) => Err(open_error(&path, e)),
+        }
+    }
+
+    fn with_db(db: Db, path: PathBuf) -> Result<Ledger> {
+        if let Db::Write(d) = &db {
+            let tx = d.begin_write()?;
+            {
+                let mut meta = tx.open_table(META)?;
+                let format = meta.get("format")?.map(|v| v.value().to_vec());
+                match format {
+                    None => {
+                        meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())?;
+                    }
+                    Some(v) => check_format(&path, &v)?,
+                }
+                tx.open_table(BLOCKS)?;
+                tx.open_table(IDS)?;
+                crate::project::tables::create_all(&tx)?;
+            }
+            tx.commit()?;
+        }
+        let ledger = Ledger {
+            db,
+            path,
+            head: Mutex::new(Head::EMPTY),
+            appended: Condvar::new(),
+        };
+        let head = ledger.read_head()?;
+        *ledger.lock_head() = head;
+        Ok(ledger)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this handle may write (no other process had the file open for writing).
+    pub fn is_writable(&self) -> bool {
+        matches!(self.db, Db::Write(_))
+    }
+
+    pub(crate) fn write_db(&self) -> Result<&redb::Database> {
+        match &self.db {
+            Db::Write(d) => Ok(d),
+            Db::Read(_) => Err(Error::Busy {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    fn lock_head(&self) -> MutexGuard<'_, Head> {
+        // A panic while holding the lock cannot leave the head half-written (it is Copy).
+        self.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The head as stored (for a read-only handle: as the writer last committed it).
+    pub fn head(&self) -> Result<Head> {
+        match &self.db {
+            Db::Write(_) => Ok(*self.lock_head()),
+            Db::Read(_) => self.read_head(),
+        }
+    }
+
+    fn read_head(&self) -> Result<Head> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let head = match meta.get("head")? {
+            Some(v) => decode_head(v.value()).ok_or_else(|| Error::Corrupt {
+                seq: 0,
+                why: "head record has the wrong length".into(),
+            })?,
+            None => Head::EMPTY,
+        };
+        Ok(head)
+    }
+
+    /// Blocks until the head passes `seq` or `timeout` elapses; returns the head.
+    pub fn wait_for_append(&self, seq: u64, timeout: std::time::Duration) -> Head {
+        let guard = self.lock_head();
+        let (guard, _) = self
+            .appended
+            .wait_timeout_while(guard, timeout, |h| h.seq <= seq)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
+
+    /// Appends `events` in one durable transaction (group commit): an event is reported
+    /// `Stored` only after the commit is on disk. Events whose `id` was stored before (or
+    /// earlier in the same batch) are `Duplicate` and not stored again.
+    pub fn append(&self, events: &[Event]) -> Result<Vec<Outcome>> {
+        let db = self.write_db()?;
+        let mut head = self.lock_head();
+        let now = chrono::Utc::now().timestamp_millis();
+        let tx = db.begin_write()?;
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let new_head;
+        {
+            let mut blocks = tx.open_table(BLOCKS)?;
+            let mut ids = tx.open_table(IDS)?;
+
+            // 1. Duplicates within the batch, then against everything stored.
+            let mut first_of: HashMap<&str, usize> = HashMap::new();
+            let mut hashed: Vec<(u64, usize)> = Vec::new();
+            for (i, e) in events.iter().enumerate() {
+                if let Some(id) = &e.id {
+                    match first_of.get(id.as_str()) {
+                        Some(_) => {} // decided once the first one's fate is known
+                        None => {
+                            first_of.insert(id, i);
+                            hashed.push((dedup::hash_id(id), i));
+                        }
+                    }
+                }
+            }
+            hashed.sort_unstable();
+            let sorted: Vec<u64> = hashed.iter().map(|(h, _)| *h).collect();
+            for (pos, seq) in dedup::candidates(&ids, &sorted)? {
+                let i = hashed[pos].1;
+                if outcomes[i].is_some() {
+                    continue;
+                }
+                if stored_id_is(&blocks, seq, events[i].id.as_deref())? {
+                    outcomes[i] = Some(Outcome::Duplicate(seq));
+                }
+            }
+
+            // 2. Encode, chain and pack the new events into blocks.
+            let mut seq = head.seq;
+            let mut hash = head.hash;
+            let mut builder = BlockBuilder::default();
+            let mut block_first = seq + 1;
+            let mut new_ids = Vec::new();
+            for (i, e) in events.iter().enumerate() {
+                if outcomes[i].is_some() {
+                    continue;
+                }
+                if let Some(id) = &e.id {
+                    let first = first_of.get(id.as_str()).copied().unwrap_or(i);
+                    if first != i {
+                        // A repeat within the batch: the first one is stored (or was a duplicate).
+                        outcomes[i] = match outcomes[first] {
+                            Some(Outcome::Stored(s)) | Some(Outcome::Duplicate(s)) => {
+                                Some(Outcome::Duplicate(s))
+                            }
+                            None => None,
+                        };
+                        if outcomes[i].is_some() {
+                            continue;
+                        }
+                    }
+                }
+                seq += 1;
+                let stored = StoredEvent {
+                    seq,
+                    ingested_ms: now,
+                    event: e.clone(),
+                };
+                let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&stored)?;
+                hash = block::chain(&hash, &archive);
+                builder.push(&hash, &archive);
+                if let Some(id) = &e.id {
+                    new_ids.push((dedup::hash_id(id), seq));
+                }
+                outcomes[i] = Some(Outcome::Stored(seq));
+                if builder.len() >= block::MAX_BLOCK_EVENTS
+                    || builder.data_len() >= block::MAX_BLOCK_BYTES
+                {
+                    blocks.insert(block_first, builder.finish().as_slice())?;
+                    block_first = seq + 1;
+                }
+            }
+            if !builder.is_empty() {
+                blocks.insert(block_first, builder.finish().as_slice())?;
+            }
+            dedup::add_run(&mut ids, new_ids)?;
+            new_head = Head { seq, hash };
+            if new_head != *head {
+                let mut meta = tx.open_table(META)?;
+                meta.insert("head", encode_head(&new_head).as_slice())?;
+            }
+        }
+        tx.commit()?;
+        *head = new_head;
+        drop(head);
+        self.appended.notify_all();
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::Duplicate(0)))
+            .collect())
+    }
+
+    /// A consistent snapshot for reading events.
+    pub fn reader(&self) -> Result<LogReader> {
+        let tx = self.db.begin_read()?;
+        let head = {
+            let meta = tx.open_table(META)?;
+            let h = match meta.get("head")? {
+                Some(v) => decode_head(v.value()),
+                None => Some(Head::EMPTY),
+            };
+            h.ok_or_else(|| Error::Corrupt {
+                seq: 0,
+                why: "head record has the wrong length".into(),
+            })?
+        };
+        let blocks = tx.open_table(BLOCKS)?;
+        Ok(LogReader { tx, blocks, head })
+    }
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::Busy {
+            path: path.to_path_buf(),
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(source)) => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => Error::NotALedger {
+            path: path.to_path_buf(),
+            why: other.to_string(),
+        },
+    }
+}
+
+fn check_format(path: &Path, v: &[u8]) -> Result<()> {
+    let got = <[u8; 4]>::try_from(v).map(u32::from_le_bytes).ok();
+    if got != Some(FORMAT_VERSION) {
+        return Err(Error::NotALedger {
+            path: path.to_path_buf(),
+            why: format!(
+                "format version {} where this build reads {FORMAT_VERSION}",
+                got.map_or("?".into(), |g| g.to_string())
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn encode_head(h: &Head) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..8].copy_from_slice(&h.seq.to_le_bytes());
+    out[8..].copy_from_slice(&h.hash);
+    out
+}
+
+fn decode_head(v: &[u8]) -> Option<Head> {
+    if v.len() != 40 {
+        return None;
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&v[..8]);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&v[8..]);
+    Some(Head {
+        seq: u64::from_le_bytes(seq),
+        hash,
+    })
+}
+
+fn stored_id_is(
+    blocks: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+    id: Option<&str>,
+) -> Result<bool> {
+    let Some((k, v)) = blocks.range(..=seq)?.next_back().transpose()? else {
+        return Ok(false);
+    };
+    let block = Block::new(k.value(), v.value())?;
+    let i = (seq - k.value()) as usize;
+    if i >= block.len() {
+        return Ok(false);
+    }
+    let (_, ev) = block.event(i)?;
+    Ok(ev.event.id.as_deref() == id)
+}
+
+/// A read snapshot of the log. Events are handed to closures as rkyv archives read in place.
+pub struct LogReader {
+    blocks: redb::ReadOnlyTable<u64, &'static [u8]>,
+    tx: redb::ReadTransaction,
+    head: Head,
+}
+
+impl LogReader {
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// Calls `f` with the event at `seq`; `Ok(None)` when there is none.
+    pub fn with_event<T>(
+        &self,
+        seq: u64,
+        f: impl FnOnce(&ArchivedStoredEvent) -> T,
+    ) -> Result<Option<T>> {
+        if seq == 0 || seq > self.head.seq {
+            return Ok(None);
+        }
+        let Some((k, v)) = self.blocks.range(..=seq)?.next_back().transpose()? else {
+            return Ok(None);
+        };
+        let block = Block::new(k.value(), v.value())?;
+        let i = (seq - k.value()) as usize;
+        if i >= block.len() {
+            return Ok(None);
+        }
+        let (_, ev) = block.event(i)?;
+        Ok(Some(f(ev)))
+    }
+
+    /// Calls `f` with every event of `from..=to` (clamped to the head) in seq order, with its
+    /// chain hash; `f` returns `false` to stop early.
+    pub fn scan(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(&Hash, &ArchivedStoredEvent) -> Result<bool>,
+    ) -> Result<()> {
+        self.scan_entries(from, to, |seq, hash, archive| {
+            f(hash, block::access(seq, archive)?)
+        })
+    }
+
+    /// Like [`Self::scan`], with each event's raw archive bytes (checked access is up to `f`).
+    pub fn scan_entries(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, &Hash, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let from = from.max(1);
+        let to = to.min(self.head.seq);
+        if from > to {
+            return Ok(());
+        }
+        // Start at the block holding `from`.
+        let start = match self.blocks.range(..=from)?.next_back().transpose()? {
+            Some((k, _)) => k.value(),
+            None => from,
+        };
+        for item in self.blocks.range(start..=to)? {
+            let (k, v) = item?;
+            let block = Block::new(k.value(), v.value())?;
+            for i in 0..block.len() {
+                let seq = block.first_seq() + i as u64;
+                if seq < from {
+                    continue;
+                }
+                if seq > to {
+                    return Ok(());
+                }
+                let (hash, archive) = block.entry(i)?;
+                if !f(seq, hash, archive)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The read transaction, for opening projection tables in the same snapshot.
+    pub(crate) fn tx(&self) -> &redb::ReadTransaction {
+        &self.tx
+    }
+
+    /// Calls `f` with each raw block `(first seq, bytes)` in order: for verification, which
+    /// must see the bytes before trusting their structure.
+    pub fn raw_blocks(&self, mut f: impl FnMut(u64, &[u8]) -> Result<bool>) -> Result<()> {
+        for item in self.blocks.iter()? {
+            let (k, v) = item?;
+            if !f(k.value(), v.value())? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

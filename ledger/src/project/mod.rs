@@ -1,0 +1,16 @@
+//! Projections: state rebuilt from the log — runs, trees, record provenance, CoworkerState —
+//! answerable as of any seq.
+//!
+//! Each projection records the last seq it applied (`proj_meta.applied`) in the same
+//! transaction as its changes, so after a crash it catches up from there; `rebuild` drops
+//! them and applies the whole log again, through the same code.
+
+mod projector;
+pub mod run;
+pub mod tables;
+mod view;
+
+pub use projector::{applied, catch_up, rebuild, BATCH_EVENTS};
+pub use run::{RunState, Status};
+pub use tables::CHECKPOINT_EVERY;
+pub use view::{run_json, DocChangeRow, RunFilter, View};

@@ -1,0 +1,404 @@
+//! The state of one run, folded from its events in `(ts, seq)` order.
+//!
+//! The fold is the single definition of what a run's events mean; the projector stores its
+//! result, and time travel recomputes it over the events up to a seq. Because events are folded
+//! in `(ts, seq)` order whatever order they arrived in, the result does not depend on arrival
+//! order across runs.
+
+use rkyv::{Archive, Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::{
+    ArchivedBody, ArchivedErrorInfo, ArchivedRunFields, ArchivedStoredEvent, CheckpointStatus,
+    JsonText, RunFields,
+};
+
+/// A run's status.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Status {
+    #[default]
+    Running,
+    Waiting,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Waiting => "waiting",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "running" => Status::Running,
+            "waiting" => Status::Waiting,
+            "completed" => Status::Completed,
+            "failed" => Status::Failed,
+            "cancelled" => Status::Cancelled,
+            _ => return None,
+        })
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+    }
+}
+
+impl ArchivedStatus {
+    pub fn get(&self) -> Status {
+        match self {
+            ArchivedStatus::Running => Status::Running,
+            ArchivedStatus::Waiting => Status::Waiting,
+            ArchivedStatus::Completed => Status::Completed,
+            ArchivedStatus::Failed => Status::Failed,
+            ArchivedStatus::Cancelled => Status::Cancelled,
+        }
+    }
+}
+
+/// The folded state of one run, as the `runs` table stores it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct RunState {
+    pub run_id: String,
+    /// Context fields, merged from every `run.started`/checkpoint (later non-null wins).
+    pub fields: RunFields,
+    pub output: Option<JsonText>,
+    /// The error object of the deciding `run.failed`.
+    pub error: Option<JsonText>,
+    pub cancel_reason: Option<String>,
+    /// The deciding terminal status, if any terminal event was seen.
+    pub terminal: Option<Status>,
+    /// Between `run.waiting` and `run.resumed`.
+    pub waiting: bool,
+    pub wait_step: Option<String>,
+    pub wait_prompt: Option<String>,
+    /// Client ts of the first start (`run.started`, or a pending/running checkpoint).
+    pub started_ms: Option<i64>,
+    /// Client ts of the deciding terminal event.
+    pub ended_ms: Option<i64>,
+    /// `duration_ms` as the deciding terminal event gave it.
+    pub reported_duration_ms: Option<i64>,
+    pub events: u32,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Smallest seq of a start event (fixed once known: later events have larger seqs).
+    pub start_seq: Option<u64>,
+    /// Smallest seq of a terminal event.
+    pub terminal_seq: Option<u64>,
+    /// The `(ts, seq)` of the last event folded: an event after it can be applied on top.
+    pub fold_ts: i64,
+    pub fold_seq: u64,
+}
+
+impl RunState {
+    pub fn new(run_id: &str) -> Self {
+        RunState {
+            run_id: run_id.to_owned(),
+            ..RunState::default()
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self.terminal {
+            Some(t) => t,
+            None if self.waiting => Status::Waiting,
+            None => Status::Running,
+        }
+    }
+
+    /// Started and not ended: what CoworkerState calls an active run.
+    pub fn is_active(&self) -> bool {
+        self.start_seq.is_some() && self.terminal_seq.is_none()
+    }
+
+    /// Active as of `seq`.
+    pub fn is_active_at(&self, seq: u64) -> bool {
+        self.start_seq.is_some_and(|s| s <= seq) && self.terminal_seq.is_none_or(|t| t > seq)
+    }
+
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.reported_duration_ms.or(match (self.started_ms, self.ended_ms) {
+            (Some(s), Some(e)) if e >= s => Some(e - s),
+            _ => None,
+        })
+    }
+
+    /// Whether an event at `(ts, seq)` comes after everything folded so far.
+    pub fn follows(&self, ts: i64, seq: u64) -> bool {
+        self.events == 0 || (ts, seq) > (self.fold_ts, self.fold_seq)
+    }
+
+    pub fn encode(&self) -> crate::Result<Vec<u8>> {
+        Ok(rkyv::to_bytes::<rkyv::rancor::Error>(self)?.to_vec())
+    }
+
+    pub fn decode(bytes: &[u8]) -> crate::Result<RunState> {
+        rkyv::from_bytes::<RunState, rkyv::rancor::Error>(bytes).map_err(|e| {
+            crate::Error::Storage(format!("run projection does not decode: {e} (run rebuild)"))
+        })
+    }
+}
+
+/// Folds events into a [`RunState`]. JSON fields that streaming updates touch are kept parsed
+/// while folding and written back once, so a run with many `run.progress` events costs linear
+/// time.
+pub struct Folder {
+    s: RunState,
+    output: Option<Value>,
+    input: Option<Value>,
+    extra: Option<Value>,
+}
+
+fn parse_json(text: &Option<JsonText>) -> Option<Value> {
+    text.as_deref().and_then(|t| serde_json::from_str(t).ok())
+}
+
+impl Folder {
+    pub fn new(run_id: &str) -> Self {
+        Folder::from_state(RunState::new(run_id))
+    }
+
+    pub fn from_state(s: RunState) -> Self {
+        Folder {
+            output: parse_json(&s.output),
+            input: parse_json(&s.fields.input),
+            extra: parse_json(&s.fields.extra),
+            s,
+        }
+    }
+
+    pub fn state(&self) -> &RunState {
+        &self.s
+    }
+
+    /// Applies one event; it must come after every event folded so far in `(ts, seq)` order.
+    pub fn apply(&mut self, ev: &ArchivedStoredEvent) {
+        let seq = ev.seq.to_native();
+        let ts = ev.event.ts_ms.to_native();
+        let s = &mut self.s;
+        if s.events == 0 || seq < s.first_seq {
+            s.first_seq = seq;
+        }
+        s.last_seq = s.last_seq.max(seq);
+        s.events += 1;
+        s.fold_ts = ts;
+        s.fold_seq = seq;
+        match &ev.event.body {
+            ArchivedBody::Started { run } => {
+                self.merge(run);
+                self.mark_start(seq, ts);
+            }
+            ArchivedBody::Checkpoint {
+                run,
+                status,
+                output,
+                error,
+                duration_ms,
+            } => {
+                self.merge(run);
+                let duration = duration_ms.as_ref().map(|d| d.to_native());
+                match status.get() {
+                    CheckpointStatus::Pending | CheckpointStatus::Running => {
+                        self.mark_start(seq, ts)
+                    }
+                    CheckpointStatus::Completed => {
+                        if let Some(o) = output.as_ref() {
+                            self.output = serde_json::from_str(o).ok();
+                        }
+                        self.terminal(Status::Completed, ts, seq, duration);
+                    }
+                    CheckpointStatus::Failed => {
+                        if let Some(e) = error.as_ref() {
+                            self.s.error = Some(error_json(e));
+                        }
+                        self.terminal(Status::Failed, ts, seq, duration);
+                    }
+                    CheckpointStatus::Cancelled => {
+                        self.terminal(Status::Cancelled, ts, seq, duration)
+                    }
+                }
+            }
+            ArchivedBody::Progress {
+                path,
+                value,
+                append,
+            } => {
+                let value: Value = serde_json::from_str(value).unwrap_or(Value::Null);
+                self.progress(path, value, *append);
+            }
+            ArchivedBody::Waiting { step_id, prompt } => {
+                s.waiting = true;
+                s.wait_step = Some(step_id.to_string());
+                s.wait_prompt = prompt.as_ref().map(|p| p.to_string());
+            }
+            ArchivedBody::Resumed { .. } => {
+                s.waiting = false;
+            }
+            ArchivedBody::Completed {
+                output,
+                duration_ms,
+            } => {
+                self.output = serde_json::from_str(output).ok();
+                let d = duration_ms.as_ref().map(|d| d.to_native());
+                self.terminal(Status::Completed, ts, seq, d);
+            }
+            ArchivedBody::Failed { error, duration_ms } => {
+                s.error = Some(error_json(error));
+                let d = duration_ms.as_ref().map(|d| d.to_native());
+                self.terminal(Status::Failed, ts, seq, d);
+            }
+            ArchivedBody::Cancelled { reason } => {
+                s.cancel_reason = reason.as_ref().map(|r| r.to_string());
+                self.terminal(Status::Cancelled, ts, seq, None);
+            }
+            ArchivedBody::Doc { .. } => {}
+        }
+    }
+
+    fn mark_start(&mut self, seq: u64, ts: i64) {
+        let s = &mut self.s;
+        s.start_seq = Some(s.start_seq.map_or(seq, |x| x.min(seq)));
+        if s.started_ms.is_none() {
+            s.started_ms = Some(ts);
+        }
+    }
+
+    fn terminal(&mut self, st: Status, ts: i64, seq: u64, duration: Option<i64>) {
+        let s = &mut self.s;
+        s.terminal = Some(st);
+        s.ended_ms = Some(ts);
+        s.reported_duration_ms = duration;
+        s.terminal_seq = Some(s.terminal_seq.map_or(seq, |x| x.min(seq)));
+    }
+
+    fn merge(&mut self, run: &ArchivedRunFields) {
+        let f = &mut self.s.fields;
+        let set = |dst: &mut Option<String>, src: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
+            if let Some(v) = src.as_ref() {
+                *dst = Some(v.to_string());
+            }
+        };
+        set(&mut f.operation, &run.operation);
+        set(&mut f.doctype, &run.doctype);
+        set(&mut f.template, &run.template);
+        set(&mut f.flow, &run.flow);
+        set(&mut f.owner, &run.owner);
+        set(&mut f.agent, &run.agent);
+        set(&mut f.role, &run.role);
+        set(&mut f.parent_run_id, &run.parent_run_id);
+        set(&mut f.chain_id, &run.chain_id);
+        set(&mut f.step_id, &run.step_id);
+        set(&mut f.options, &run.options);
+        if let Some(i) = run.step_index.as_ref() {
+            f.step_index = Some(i.to_native());
+        }
+        if let Some(i) = run.input.as_ref() {
+            self.input = serde_json::from_str(i).ok();
+        }
+        if let Some(x) = run.extra.as_ref() {
+            if let Ok(Value::Object(new)) = serde_json::from_str::<Value>(x) {
+                match &mut self.extra {
+                    Some(Value::Object(old)) => old.extend(new),
+                    _ => self.extra = Some(Value::Object(new)),
+                }
+            }
+        }
+    }
+
+    /// `CoworkerState.updateRunField(path, value)`: `output.*` and `input.*` land in the run's
+    /// output and input, any other path in its extra fields.
+    fn progress(&mut self, path: &str, value: Value, append: bool) {
+        let mut parts = path.split('.');
+        let root = parts.next().unwrap_or("");
+        let rest: Vec<&str> = parts.collect();
+        let slot = match root {
+            "output" => &mut self.output,
+            "input" => &mut self.input,
+            _ => {
+                let extra = self
+                    .extra
+                    .get_or_insert_with(|| Value::Object(Default::default()));
+                if !extra.is_object() {
+                    *extra = Value::Object(Default::default());
+                }
+                let mut path = vec![root];
+                path.extend(rest);
+                if let Some(leaf) = walk(extra, &path) {
+                    put(leaf, value, append);
+                }
+                return;
+            }
+        };
+        let target = slot.get_or_insert(Value::Null);
+        if let Some(leaf) = walk(target, &rest) {
+            put(leaf, value, append);
+        }
+    }
+
+    pub fn finish(self) -> RunState {
+        let mut s = self.s;
+        s.output = self.output.map(|v| v.to_string());
+        s.fields.input = self.input.map(|v| v.to_string());
+        s.fields.extra = self.extra.map(|v| v.to_string());
+        s
+    }
+}
+
+/// Walks `path` from `v`, creating objects on the way; `None` when an array index is out of
+/// range.
+fn walk<'v>(mut v: &'v mut Value, path: &[&str]) -> Option<&'v mut Value> {
+    for seg in path {
+        if let (Value::Array(a), Ok(i)) = (&*v, seg.parse::<usize>()) {
+            if i >= a.len() {
+                return None;
+            }
+            let Value::Array(a) = v else { return None };
+            v = &mut a[i];
+            continue;
+        }
+        if !v.is_object() {
+            *v = Value::Object(Default::default());
+        }
+        let Value::Object(m) = v else { return None };
+        v = m.entry(seg.to_string()).or_insert(Value::Null);
+    }
+    Some(v)
+}
+
+fn put(leaf: &mut Value, value: Value, append: bool) {
+    if !append {
+        *leaf = value;
+        return;
+    }
+    match (leaf, value) {
+        (Value::String(s), Value::String(add)) => s.push_str(&add),
+        (Value::Array(a), v) => a.push(v),
+        (leaf @ Value::Null, Value::String(add)) => *leaf = Value::String(add),
+        (leaf @ Value::Null, v) => *leaf = Value::Array(vec![v]),
+        (leaf, v) => *leaf = v,
+    }
+}
+
+fn error_json(e: &ArchivedErrorInfo) -> JsonText {
+    let mut m = serde_json::Map::new();
+    m.insert("message".into(), Value::String(e.message.to_string()));
+    if let Some(c) = e.code.as_ref() {
+        m.insert("code".into(), serde_json::from_str(c).unwrap_or(Value::Null));
+    }
+    if let Some(s) = e.stack.as_ref() {
+        m.insert("stack".into(), Value::String(s.to_string()));
+    }
+    if let Some(x) = e.extra.as_ref() {
+        if let Ok(Value::Object(x)) = serde_json::from_str::<Value>(x) {
+            for (k, v) in x {
+                m.entry(k).or_insert(v);
+            }
+        }
+    }
+    Value::Object(m).to_string()
+}

@@ -1,0 +1,61 @@
+//! Table definitions of the projections. All of them can be dropped and rebuilt from the log.
+//!
+//! | table | key | value | what for |
+//! |---|---|---|---|
+//! | `proj_meta` | `&str` | `u64` | `applied`: the last seq applied |
+//! | `runs` | run id | rkyv [`super::run::RunState`] | `show`, status filters |
+//! | `run_events` | (run id, seq) | `()` | a run's events (folds, `--at`) |
+//! | `runs_by_start` | (started ms, run id) | `()` | `runs` listing in time order |
+//! | `children` | (parent id, child id) | first seq linking them | trees |
+//! | `doc_events` | (doctype, name, seq) | `()` | record histories |
+//! | `completions` | (ts ms, seq) | run id | `current_run` |
+//! | `active` | run id | `()` | active runs now |
+//! | `active_at` | seq (multiple of [`CHECKPOINT_EVERY`]) | run ids, `\n`-separated | `state --at` |
+
+use redb::TableDefinition;
+
+use crate::error::Result;
+
+/// A checkpoint of the active-run set is kept every this many events, so `state --at N` reads
+/// at most this many events past the nearest checkpoint.
+pub const CHECKPOINT_EVERY: u64 = 65_536;
+
+pub(crate) const PROJ_META: TableDefinition<&str, u64> = TableDefinition::new("proj_meta");
+pub(crate) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+pub(crate) const RUN_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("run_events");
+pub(crate) const RUNS_BY_START: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("runs_by_start");
+pub(crate) const CHILDREN: TableDefinition<(&str, &str), u64> = TableDefinition::new("children");
+pub(crate) const DOC_EVENTS: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("doc_events");
+pub(crate) const COMPLETIONS: TableDefinition<(i64, u64), &str> =
+    TableDefinition::new("completions");
+pub(crate) const ACTIVE: TableDefinition<&str, ()> = TableDefinition::new("active");
+pub(crate) const ACTIVE_AT: TableDefinition<u64, &[u8]> = TableDefinition::new("active_at");
+
+pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
+    tx.open_table(PROJ_META)?;
+    tx.open_table(RUNS)?;
+    tx.open_table(RUN_EVENTS)?;
+    tx.open_table(RUNS_BY_START)?;
+    tx.open_table(CHILDREN)?;
+    tx.open_table(DOC_EVENTS)?;
+    tx.open_table(COMPLETIONS)?;
+    tx.open_table(ACTIVE)?;
+    tx.open_table(ACTIVE_AT)?;
+    Ok(())
+}
+
+/// Drops every projection table (then recreates them empty).
+pub(crate) fn drop_all(tx: &redb::WriteTransaction) -> Result<()> {
+    tx.delete_table(PROJ_META)?;
+    tx.delete_table(RUNS)?;
+    tx.delete_table(RUN_EVENTS)?;
+    tx.delete_table(RUNS_BY_START)?;
+    tx.delete_table(CHILDREN)?;
+    tx.delete_table(DOC_EVENTS)?;
+    tx.delete_table(COMPLETIONS)?;
+    tx.delete_table(ACTIVE)?;
+    tx.delete_table(ACTIVE_AT)?;
+    create_all(tx)
+}

@@ -1,0 +1,646 @@
+//! Reading the projections, as of any seq: runs, trees, record provenance, CoworkerState.
+//!
+//! A [`View`] is one read snapshot of the log and the projections. As of a seq `at` below the
+//! projections' watermark, a run whose events all come at or before `at` is read as stored;
+//! a run with later events is folded again from its events up to `at` — the same fold the
+//! projector uses, so time travel equals replaying the first `at` events.
+
+use std::collections::{BTreeMap, HashSet};
+
+use redb::{ReadOnlyTable, ReadableTable};
+use serde_json::{json, Map, Value};
+
+use super::projector::{applied_in, fold_until};
+use super::run::{RunState, Status};
+use super::tables::*;
+use crate::error::{Error, Result};
+use crate::event::ArchivedBody;
+use crate::log::{Ledger, LogReader};
+use crate::render::rfc3339;
+
+/// Operations whose completion makes a top-level run CoworkerState's `current_run`.
+const CRUD: [&str; 4] = ["select", "create", "update", "delete"];
+
+/// One read snapshot of the log and projections, answering as of seq [`View::at`].
+pub struct View {
+    reader: LogReader,
+    runs: ReadOnlyTable<&'static str, &'static [u8]>,
+    run_events: ReadOnlyTable<(&'static str, u64), ()>,
+    by_start: ReadOnlyTable<(i64, &'static str), ()>,
+    children: ReadOnlyTable<(&'static str, &'static str), u64>,
+    docs: ReadOnlyTable<(&'static str, &'static str, u64), ()>,
+    completions: ReadOnlyTable<(i64, u64), &'static str>,
+    active: ReadOnlyTable<&'static str, ()>,
+    active_at: ReadOnlyTable<u64, &'static [u8]>,
+    at: u64,
+    applied: u64,
+}
+
+/// Filters of `runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub operation: Option<String>,
+    pub doctype: Option<String>,
+    pub status: Option<Status>,
+    pub template: Option<String>,
+    pub owner: Option<String>,
+    pub agent: Option<String>,
+    /// Only runs without a parent.
+    pub root: bool,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl RunFilter {
+    pub fn matches(&self, r: &RunState) -> bool {
+        let eq = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
+        };
+        eq(&self.operation, &r.fields.operation)
+            && eq(&self.doctype, &r.fields.doctype)
+            && (self.template.is_none()
+                || eq(&self.template, &r.fields.template)
+                || eq(&self.template, &r.fields.flow))
+            && eq(&self.owner, &r.fields.owner)
+            && eq(&self.agent, &r.fields.agent)
+            && self.status.is_none_or(|s| r.status() == s)
+            && (!self.root || r.fields.parent_run_id.is_none())
+    }
+}
+
+/// A record's change, as its history lists it.
+#[derive(Debug, Clone)]
+pub struct DocChangeRow {
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub kind: &'static str,
+    pub run_id: String,
+    pub data: Option<Value>,
+    pub before: Option<Value>,
+}
+
+impl Ledger {
+    /// A snapshot answering as of `at` (default: everything the projections have applied).
+    /// Projections should be caught up first ([`super::catch_up`]) for answers about the head.
+    pub fn view(&self, at: Option<u64>) -> Result<View> {
+        let reader = self.reader()?;
+        let tx = reader.tx();
+        let applied = applied_in(tx)?;
+        let at = at.map_or(applied, |a| a.min(applied));
+        Ok(View {
+            runs: tx.open_table(RUNS)?,
+            run_events: tx.open_table(RUN_EVENTS)?,
+            by_start: tx.open_table(RUNS_BY_START)?,
+            children: tx.open_table(CHILDREN)?,
+            docs: tx.open_table(DOC_EVENTS)?,
+            completions: tx.open_table(COMPLETIONS)?,
+            active: tx.open_table(ACTIVE)?,
+            active_at: tx.open_table(ACTIVE_AT)?,
+            reader,
+            at,
+            applied,
+        })
+    }
+
+    /// The last seq ingested at or before `t_ms` (server time), for `--at-time`.
+    pub fn seq_at_time(&self, t_ms: i64) -> Result<u64> {
+        let reader = self.reader()?;
+        let head = reader.head().seq;
+        // ingested_at never decreases along seq within one writer; binary search over seqs.
+        let (mut lo, mut hi) = (0u64, head);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let t = reader
+                .with_event(mid, |ev| ev.ingested_ms.to_native())?
+                .unwrap_or(i64::MAX);
+            if t <= t_ms {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
+    }
+}
+
+impl View {
+    /// The seq this view answers as of.
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+    /// The projections' watermark.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
+    }
+
+    /// The run as of [`Self::at`], `None` when none of its events came by then.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunState>> {
+        let cur = match self.runs.get(run_id)? {
+            Some(v) => RunState::decode(v.value())?,
+            None => return Ok(None),
+        };
+        if cur.last_seq <= self.at {
+            return Ok(Some(cur));
+        }
+        if cur.first_seq > self.at {
+            return Ok(None);
+        }
+        fold_until(&self.reader, &self.run_events, run_id, self.at)
+    }
+
+    /// The run, or — for a run known only because a child names it as parent — an empty
+    /// running placeholder. `None` when the run id was never seen.
+    pub fn run_or_placeholder(&self, run_id: &str) -> Result<Option<RunState>> {
+        if let Some(r) = self.run(run_id)? {
+            return Ok(Some(r));
+        }
+        for item in self.children.range((run_id, "")..)? {
+            let (k, v) = item?;
+            if k.value().0 != run_id {
+                break;
+            }
+            if v.value() <= self.at {
+                return Ok(Some(RunState::new(run_id)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The run's children as of `at`, in step order (step index, then start time).
+    pub fn children(&self, run_id: &str) -> Result<Vec<RunState>> {
+        let mut out = Vec::new();
+        for item in self.children.range((run_id, "")..)? {
+            let (k, v) = item?;
+            let (parent, child) = k.value();
+            if parent != run_id {
+                break;
+            }
+            if v.value() > self.at {
+                continue;
+            }
+            // The link is only a candidate: a later `run.started` may have moved the child.
+            if let Some(c) = self.run(child)? {
+                if c.fields.parent_run_id.as_deref() == Some(run_id) {
+                    out.push(c);
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.fields.step_index, a.started_ms, &a.run_id).cmp(&(
+                b.fields.step_index,
+                b.started_ms,
+                &b.run_id,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// Walks `parent_run_id` up to the root: the runs from `run_id` to the root, and whether
+    /// the walk met a run twice (a cycle in client-given links).
+    pub fn lineage(&self, run_id: &str) -> Result<(Vec<RunState>, bool)> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut next = Some(run_id.to_owned());
+        while let Some(id) = next {
+            if !seen.insert(id.clone()) {
+                return Ok((out, true));
+            }
+            let Some(r) = self.run_or_placeholder(&id)? else {
+                // A parent that never arrived: the lineage ends at a placeholder.
+                out.push(RunState::new(&id));
+                break;
+            };
+            next = r.fields.parent_run_id.clone();
+            out.push(r);
+        }
+        Ok((out, false))
+    }
+
+    /// Seqs of the run's events up to `at`, ordered by `(ts, seq)`.
+    pub fn run_event_seqs(&self, run_id: &str) -> Result<Vec<u64>> {
+        let mut keys = Vec::new();
+        for item in self.run_events.range((run_id, 0)..=(run_id, self.at))? {
+            let seq = item?.0.value().1;
+            if let Some(ts) = self.reader.with_event(seq, |ev| ev.event.ts_ms.to_native())? {
+                keys.push((ts, seq));
+            }
+        }
+        keys.sort_unstable();
+        Ok(keys.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// The run ids of the subtree under `run_id` (itself first), breadth first, and whether a
+    /// cycle was met.
+    pub fn subtree_ids(&self, run_id: &str) -> Result<(Vec<String>, bool)> {
+        let mut seen = HashSet::new();
+        let mut out = vec![run_id.to_owned()];
+        seen.insert(run_id.to_owned());
+        let mut cycle = false;
+        let mut i = 0;
+        while i < out.len() {
+            let id = out[i].clone();
+            for c in self.children(&id)? {
+                if seen.insert(c.run_id.clone()) {
+                    out.push(c.run_id);
+                } else {
+                    cycle = true;
+                }
+            }
+            i += 1;
+        }
+        Ok((out, cycle))
+    }
+
+    /// A record's changes up to `at`, ordered by `(ts, seq)`.
+    pub fn doc_history(&self, doctype: &str, name: &str) -> Result<Vec<DocChangeRow>> {
+        let mut rows = Vec::new();
+        for item in self.docs.range((doctype, name, 0)..=(doctype, name, self.at))? {
+            let seq = item?.0.value().2;
+            let row = self.reader.with_event(seq, |ev| match &ev.event.body {
+                ArchivedBody::Doc {
+                    change,
+                    data,
+                    before,
+                    ..
+                } => Some(DocChangeRow {
+                    seq,
+                    ts_ms: ev.event.ts_ms.to_native(),
+                    kind: change.get().as_str(),
+                    run_id: ev.event.run_id.to_string(),
+                    data: data.as_ref().and_then(|d| serde_json::from_str(d).ok()),
+                    before: before.as_ref().and_then(|d| serde_json::from_str(d).ok()),
+                }),
+                _ => None,
+            })?;
+            if let Some(Some(r)) = row {
+                rows.push(r);
+            }
+        }
+        rows.sort_by_key(|r| (r.ts_ms, r.seq));
+        Ok(rows)
+    }
+
+    // ---- the JSON answers of the interface ------------------------------------------------
+
+    /// `runledger show`.
+    pub fn show_json(&self, run_id: &str) -> Result<Value> {
+        let Some(r) = self.run_or_placeholder(run_id)? else {
+            return Err(Error::NotFound(self.not_found("run", run_id)));
+        };
+        let children: Vec<Value> = self
+            .children(run_id)?
+            .into_iter()
+            .map(|c| Value::String(c.run_id))
+            .collect();
+        let mut v = run_json(&r);
+        v["children"] = Value::Array(children);
+        Ok(v)
+    }
+
+    fn not_found(&self, what: &str, id: &str) -> String {
+        if self.at < self.applied {
+            format!("no {what} {id:?} as of seq {}", self.at)
+        } else {
+            format!("no {what} {id:?} in this ledger")
+        }
+    }
+
+    /// `runledger runs`.
+    pub fn runs_json(&self, f: &RunFilter) -> Result<Value> {
+        let lo = (f.since_ms.unwrap_or(i64::MIN), "");
+        let mut total = 0u64;
+        let mut out = Vec::new();
+        // Newest first.
+        for item in self.by_start.range(lo..)?.rev() {
+            let (k, _) = item?;
+            let (start, id) = k.value();
+            if f.until_ms.is_some_and(|u| start > u) {
+                continue;
+            }
+            let Some(r) = self.run(id)? else { continue };
+            if !f.matches(&r) {
+                continue;
+            }
+            total += 1;
+            if total as usize > f.offset && out.len() < f.limit {
+                out.push(json!({
+                    "run_id": r.run_id,
+                    "operation": r.fields.operation,
+                    "doctype": r.fields.doctype,
+                    "template": r.fields.template,
+                    "status": r.status().as_str(),
+                    "parent_run_id": r.fields.parent_run_id,
+                    "started_at": r.started_ms.map(rfc3339),
+                    "duration_ms": r.duration_ms(),
+                }));
+            }
+        }
+        Ok(json!({"at_seq": self.at, "runs": out, "total": total}))
+    }
+
+    /// `runledger tree`.
+    pub fn tree_json(&self, run_id: &str, depth: Option<usize>) -> Result<Value> {
+        let Some(r) = self.run_or_placeholder(run_id)? else {
+            return Err(Error::NotFound(self.not_found("run", run_id)));
+        };
+        let mut seen = HashSet::new();
+        let mut cycle = false;
+        let mut tree = self.tree_node(r, depth, &mut seen, &mut cycle)?;
+        tree["cycle"] = Value::Bool(cycle);
+        Ok(tree)
+    }
+
+    fn tree_node(
+        &self,
+        r: RunState,
+        depth: Option<usize>,
+        seen: &mut HashSet<String>,
+        cycle: &mut bool,
+    ) -> Result<Value> {
+        seen.insert(r.run_id.clone());
+        let mut kids = Vec::new();
+        let mut truncated = 0usize;
+        for c in self.children(&r.run_id)? {
+            if seen.contains(&c.run_id) {
+                *cycle = true;
+                continue;
+            }
+            match depth {
+                Some(0) => truncated += 1,
+                _ => kids.push(self.tree_node(c, depth.map(|d| d - 1), seen, cycle)?),
+            }
+        }
+        let mut v = json!({
+            "run_id": r.run_id,
+            "operation": r.fields.operation,
+            "doctype": r.fields.doctype,
+            "status": r.status().as_str(),
+            "started_at": r.started_ms.map(rfc3339),
+            "duration_ms": r.duration_ms(),
+            "step_id": r.fields.step_id,
+            "step_index": r.fields.step_index,
+            "children": kids,
+        });
+        if truncated > 0 {
+            v["more_children"] = json!(truncated);
+        }
+        if r.status() == Status::Failed {
+            v["error"] = json_field(&r.error);
+        }
+        if r.status() == Status::Waiting {
+            v["waiting_prompt"] = json!(r.wait_prompt);
+        }
+        Ok(v)
+    }
+
+    /// How a run stands in a lineage, with the root's template.
+    fn provenance(&self, run_id: &str) -> Result<Value> {
+        let (lineage, cycle) = self.lineage(run_id)?;
+        let root = lineage.last();
+        let steps: Vec<Value> = lineage
+            .iter()
+            .map(|r| {
+                json!({
+                    "run_id": r.run_id,
+                    "operation": r.fields.operation,
+                    "step_id": r.fields.step_id,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "run_id": run_id,
+            "root_run": root.map(|r| r.run_id.clone()),
+            "template": root.and_then(|r| r.fields.template.clone().or(r.fields.flow.clone())),
+            "owner": root.and_then(|r| r.fields.owner.clone()),
+            "lineage": steps,
+            "cycle": cycle,
+        }))
+    }
+
+    /// `runledger trace DOCTYPE NAME`.
+    pub fn trace_json(&self, doctype: &str, name: &str) -> Result<Value> {
+        let history = self.doc_history(doctype, name)?;
+        if history.is_empty() {
+            return Err(Error::NotFound(
+                self.not_found("record", &format!("{doctype} {name}")),
+            ));
+        }
+        let deleted = history.last().is_some_and(|h| h.kind == "deleted");
+        let created = history.iter().rev().find(|h| h.kind == "created");
+        let modified = history.last();
+        let created_by = match created {
+            Some(c) => self.provenance(&c.run_id)?,
+            None => Value::Null,
+        };
+        let last_modified_by = match modified {
+            Some(m) => self.provenance(&m.run_id)?,
+            None => Value::Null,
+        };
+        let lives = history.iter().filter(|h| h.kind == "created").count();
+        let rows: Vec<Value> = history
+            .into_iter()
+            .map(|h| {
+                json!({
+                    "seq": h.seq,
+                    "ts": rfc3339(h.ts_ms),
+                    "kind": h.kind,
+                    "run_id": h.run_id,
+                    "data": h.data,
+                    "before": h.before,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "doctype": doctype,
+            "name": name,
+            "deleted": deleted,
+            "lives": lives,
+            "at_seq": self.at,
+            "history": rows,
+            "created_by": created_by,
+            "last_modified_by": last_modified_by,
+        }))
+    }
+
+    /// `runledger effects RUN_ID [--tree]`: the record changes of a run (or its subtree),
+    /// ordered by `(ts, seq)`.
+    pub fn effects_json(&self, run_id: &str, tree: bool) -> Result<Value> {
+        if self.run_or_placeholder(run_id)?.is_none() {
+            return Err(Error::NotFound(self.not_found("run", run_id)));
+        }
+        let (ids, cycle) = if tree {
+            self.subtree_ids(run_id)?
+        } else {
+            (vec![run_id.to_owned()], false)
+        };
+        let mut changes = Vec::new();
+        for id in &ids {
+            for seq in self.run_event_seqs(id)? {
+                let row = self.reader.with_event(seq, |ev| match &ev.event.body {
+                    ArchivedBody::Doc {
+                        change,
+                        doctype,
+                        name,
+                        ..
+                    } => Some((
+                        ev.event.ts_ms.to_native(),
+                        json!({
+                            "seq": seq,
+                            "ts": rfc3339(ev.event.ts_ms.to_native()),
+                            "kind": change.get().as_str(),
+                            "doctype": doctype.as_str(),
+                            "name": name.as_str(),
+                            "run_id": id,
+                        }),
+                    )),
+                    _ => None,
+                })?;
+                if let Some(Some(r)) = row {
+                    changes.push((r.0, seq, r.1));
+                }
+            }
+        }
+        changes.sort_by_key(|c| (c.0, c.1));
+        let changes: Vec<Value> = changes.into_iter().map(|c| c.2).collect();
+        Ok(json!({"run_id": run_id, "tree": tree, "cycle": cycle, "changes": changes}))
+    }
+
+    /// The ids of runs active as of `at`.
+    pub fn active_ids(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = Vec::new();
+        if self.at >= self.applied {
+            for item in self.active.iter()? {
+                ids.push(item?.0.value().to_owned());
+            }
+            return Ok(ids);
+        }
+        // Nearest checkpoint at or before `at`, then the events after it.
+        let (from, base): (u64, Vec<String>) =
+            match self.active_at.range(..=self.at)?.next_back().transpose()? {
+                Some((k, v)) => (
+                    k.value(),
+                    String::from_utf8_lossy(v.value())
+                        .lines()
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+                None => (0, Vec::new()),
+            };
+        let mut candidates: HashSet<String> = base.into_iter().collect();
+        self.reader.scan(from + 1, self.at, |_, ev| {
+            if matches!(
+                ev.event.body,
+                ArchivedBody::Started { .. } | ArchivedBody::Checkpoint { .. }
+            ) {
+                candidates.insert(ev.event.run_id.to_string());
+            }
+            Ok(true)
+        })?;
+        for id in candidates {
+            // start_seq and terminal_seq never change once set, so the current row decides.
+            if let Some(v) = self.runs.get(id.as_str())? {
+                if RunState::decode(v.value())?.is_active_at(self.at) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// `runledger state`: CoworkerState as of `at`.
+    pub fn state_json(&self) -> Result<Value> {
+        let mut active = Vec::new();
+        let mut pipelines: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut ids = self.active_ids()?;
+        ids.sort();
+        for id in ids {
+            let Some(r) = self.run(&id)? else { continue };
+            let (lineage, _) = self.lineage(&id)?;
+            let root = lineage.last().map_or(id.clone(), |r| r.run_id.clone());
+            pipelines.entry(root).or_default().push(id.clone());
+            active.push(run_json(&r));
+        }
+        let current = self.current_run()?;
+        Ok(json!({
+            "at_seq": self.at,
+            "active_runs": active,
+            "active_pipelines": pipelines,
+            "current_run": current.as_ref().map(run_json),
+            "is_loading": !active.is_empty(),
+        }))
+    }
+
+    /// The latest completed top-level run whose operation is a CRUD one.
+    pub fn current_run(&self) -> Result<Option<RunState>> {
+        for item in self.completions.iter()?.rev() {
+            let (k, v) = item?;
+            let (_, seq) = k.value();
+            if seq > self.at {
+                continue;
+            }
+            let Some(r) = self.run(v.value())? else {
+                continue;
+            };
+            let crud = r
+                .fields
+                .operation
+                .as_deref()
+                .is_some_and(|o| CRUD.contains(&o));
+            if crud && r.fields.parent_run_id.is_none() && r.status() == Status::Completed {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn json_field(text: &Option<String>) -> Value {
+    text.as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// A run as `show` and `state` print it.
+pub fn run_json(r: &RunState) -> Value {
+    let f = &r.fields;
+    let mut m = Map::new();
+    m.insert("run_id".into(), json!(r.run_id));
+    m.insert("operation".into(), json!(f.operation));
+    m.insert("doctype".into(), json!(f.doctype));
+    m.insert("template".into(), json!(f.template));
+    m.insert("flow".into(), json!(f.flow));
+    m.insert("status".into(), json!(r.status().as_str()));
+    m.insert("parent_run_id".into(), json!(f.parent_run_id));
+    m.insert("chain_id".into(), json!(f.chain_id));
+    m.insert("step_id".into(), json!(f.step_id));
+    m.insert("step_index".into(), json!(f.step_index));
+    m.insert("owner".into(), json!(f.owner));
+    m.insert("agent".into(), json!(f.agent));
+    m.insert("role".into(), json!(f.role));
+    m.insert("input".into(), json_field(&f.input));
+    m.insert("output".into(), json_field(&r.output));
+    m.insert("error".into(), json_field(&r.error));
+    m.insert("options".into(), json_field(&f.options));
+    m.insert("extra".into(), json_field(&f.extra));
+    if r.status() == Status::Waiting {
+        m.insert("waiting_step".into(), json!(r.wait_step));
+        m.insert("waiting_prompt".into(), json!(r.wait_prompt));
+    }
+    if let Some(reason) = &r.cancel_reason {
+        m.insert("cancel_reason".into(), json!(reason));
+    }
+    m.insert("started_at".into(), json!(r.started_ms.map(rfc3339)));
+    m.insert("ended_at".into(), json!(r.ended_ms.map(rfc3339)));
+    m.insert("duration_ms".into(), json!(r.duration_ms()));
+    m.insert("children".into(), json!([]));
+    m.insert("events".into(), json!(r.events));
+    m.insert("first_seq".into(), json!(r.first_seq));
+    m.insert("last_seq".into(), json!(r.last_seq));
+    Value::Object(m)
+}
