@@ -211,7 +211,9 @@ fn string_of(raw: &RawValue, label: &str) -> Res<String> {
 }
 
 fn opt_string(f: &mut Fields, names: &[&str], label: &str) -> Res<Option<String>> {
-    f.take(names, label)?.map(|r| string_of(r, label)).transpose()
+    f.take(names, label)?
+        .map(|r| string_of(r, label))
+        .transpose()
 }
 
 fn req_string(f: &mut Fields, names: &[&str], label: &str) -> Res<String> {
@@ -473,11 +475,7 @@ struct CheckpointExtras {
 
 /// Reads the context fields of a `run` object, resolving every alias. With `checkpoint`, also
 /// takes the context object's own `id`, `status`, `timestamp`, `duration`, `output`, `error`.
-fn run_fields(
-    mut f: Fields,
-    label: &str,
-    checkpoint: bool,
-) -> Res<(RunFields, CheckpointExtras)> {
+fn run_fields(mut f: Fields, label: &str, checkpoint: bool) -> Res<(RunFields, CheckpointExtras)> {
     let l = |name: &str| format!("{label}.{name}");
     let mut extras = CheckpointExtras::default();
     if checkpoint {
@@ -512,8 +510,12 @@ fn run_fields(
         owner: opt_string(&mut f, &["owner"], &l("owner"))?,
         agent: opt_string(&mut f, &["agent"], &l("agent"))?,
         role: opt_string(&mut f, &["role"], &l("role"))?,
-        parent_run_id: opt_string(&mut f, &["parent_run_id", "parentRunId"], &l("parent_run_id"))?
-            .or(o_parent),
+        parent_run_id: opt_string(
+            &mut f,
+            &["parent_run_id", "parentRunId"],
+            &l("parent_run_id"),
+        )?
+        .or(o_parent),
         chain_id: opt_string(&mut f, &["chain_id", "chainId"], &l("chain_id"))?.or(o_chain),
         step_id: opt_string(&mut f, &["step_id", "stepId"], &l("step_id"))?,
         step_index: opt_int(&mut f, &["step_index", "stepIndex"], &l("step_index"))?
@@ -548,16 +550,17 @@ fn checkpoint(
             Some(st) => st,
             None => {
                 return reject(format!(
-                "field `run.status`: {s:?} is not one of pending, running, completed, failed, \
+                    "field `run.status`: {s:?} is not one of pending, running, completed, failed, \
                  cancelled"
-            ))
+                ))
             }
         },
     };
     if status == CheckpointStatus::Failed && x.error.is_none() {
         return reject("missing required field `run.error` (a failed checkpoint needs one)");
     }
-    let duration_ms = opt_int(&mut f, &["duration_ms", "durationMs"], "duration_ms")?.or(x.duration);
+    let duration_ms =
+        opt_int(&mut f, &["duration_ms", "durationMs"], "duration_ms")?.or(x.duration);
     Ok(Event {
         ts_ms,
         run_id,
@@ -592,7 +595,9 @@ mod tests {
 
     #[test]
     fn started_with_aliases() {
-        let e = ok(r#"{"type":"run.started","ts":"2025-11-21T04:40:00.010Z","run_id":"r-2","run":{"operation":"select","from":"Email","parentRunId":"wf-1","options":{"chainId":"wf-1","stepIndex":0},"input":{"where":{"unread":true}},"custom":1},"x":[1]}"#);
+        let e = ok(
+            r#"{"type":"run.started","ts":"2025-11-21T04:40:00.010Z","run_id":"r-2","run":{"operation":"select","from":"Email","parentRunId":"wf-1","options":{"chainId":"wf-1","stepIndex":0},"input":{"where":{"unread":true}},"custom":1},"x":[1]}"#,
+        );
         assert_eq!(e.ts_ms, 1_763_700_000_010);
         let Body::Started { run } = &e.body else {
             panic!()
@@ -608,7 +613,9 @@ mod tests {
 
     #[test]
     fn checkpoint_defaults() {
-        let e = ok(r#"{"type":"run.checkpoint","run":{"id":"ui-9","status":"failed","operation":"select","timestamp":1763700000050,"duration":3,"error":"boom"}}"#);
+        let e = ok(
+            r#"{"type":"run.checkpoint","run":{"id":"ui-9","status":"failed","operation":"select","timestamp":1763700000050,"duration":3,"error":"boom"}}"#,
+        );
         assert_eq!(e.run_id, "ui-9");
         assert_eq!(e.ts_ms, 1763700000050);
         let Body::Checkpoint {
@@ -630,22 +637,46 @@ mod tests {
         assert!(err("[1]").contains("not a JSON object"));
         assert!(err("{").contains("invalid JSON"));
         assert!(err(r#"{"run_id":"a","ts":1763700000000}"#).contains("`type`"));
-        assert!(err(r#"{"type":"run.nope","run_id":"a","ts":1763700000000}"#).contains("unknown type"));
+        assert!(
+            err(r#"{"type":"run.nope","run_id":"a","ts":1763700000000}"#).contains("unknown type")
+        );
         assert!(err(r#"{"type":"run.completed","ts":1763700000000}"#).contains("`run_id`"));
         assert!(err(r#"{"type":"run.completed","run_id":"a"}"#).contains("`ts`"));
-        assert!(err(r#"{"type":"run.completed","run_id":"a","ts":1763700000}"#).contains("seconds"));
+        assert!(
+            err(r#"{"type":"run.completed","run_id":"a","ts":1763700000}"#).contains("seconds")
+        );
         assert!(err(r#"{"type":"run.completed","run_id":"a","ts":1.5}"#).contains("RFC 3339"));
-        assert!(err(r#"{"type":"run.completed","run_id":"a","ts":"yesterday"}"#).contains("RFC 3339"));
-        assert!(err(r#"{"type":"run.started","run_id":"a","ts":1763700000000,"run":{}}"#).contains("run.operation"));
-        assert!(err(r#"{"type":"run.progress","run_id":"a","ts":1763700000000,"path":"x"}"#).contains("`value`"));
+        assert!(
+            err(r#"{"type":"run.completed","run_id":"a","ts":"yesterday"}"#).contains("RFC 3339")
+        );
+        assert!(
+            err(r#"{"type":"run.started","run_id":"a","ts":1763700000000,"run":{}}"#)
+                .contains("run.operation")
+        );
+        assert!(
+            err(r#"{"type":"run.progress","run_id":"a","ts":1763700000000,"path":"x"}"#)
+                .contains("`value`")
+        );
         assert!(err(r#"{"type":"run.progress","run_id":"a","ts":1763700000000,"path":"x","value":1,"op":"add"}"#).contains("`op`"));
-        assert!(err(r#"{"type":"run.failed","run_id":"a","ts":1763700000000,"error":{"code":1}}"#).contains("error.message"));
+        assert!(
+            err(r#"{"type":"run.failed","run_id":"a","ts":1763700000000,"error":{"code":1}}"#)
+                .contains("error.message")
+        );
         assert!(err(r#"{"type":"doc.created","run_id":"a","ts":1763700000000,"doctype":"Task","name":"T","data":[1]}"#).contains("`data`"));
         assert!(err(r#"{"type":"run.checkpoint","run":{"id":"a","timestamp":1763700000000,"status":"weird"}}"#).contains("run.status"));
-        assert!(err(r#"{"type":"run.completed","run_id":"a","run_id":"b","ts":1763700000000}"#).contains("duplicate"));
-        let long = format!(r#"{{"type":"run.completed","run_id":"{}","ts":1763700000000}}"#, "x".repeat(300));
+        assert!(
+            err(r#"{"type":"run.completed","run_id":"a","run_id":"b","ts":1763700000000}"#)
+                .contains("duplicate")
+        );
+        let long = format!(
+            r#"{{"type":"run.completed","run_id":"{}","ts":1763700000000}}"#,
+            "x".repeat(300)
+        );
         assert!(err(&long).contains("1 to 256 bytes"));
-        assert!(parse_event_limited(r#"{"type":"run.cancelled","run_id":"a","ts":1763700000000}"#, 10)
-            .is_err_and(|r| r.0.contains("size limit")));
+        assert!(parse_event_limited(
+            r#"{"type":"run.cancelled","run_id":"a","ts":1763700000000}"#,
+            10
+        )
+        .is_err_and(|r| r.0.contains("size limit")));
     }
 }

@@ -122,10 +122,11 @@ impl RunState {
     }
 
     pub fn duration_ms(&self) -> Option<i64> {
-        self.reported_duration_ms.or(match (self.started_ms, self.ended_ms) {
-            (Some(s), Some(e)) if e >= s => Some(e - s),
-            _ => None,
-        })
+        self.reported_duration_ms
+            .or(match (self.started_ms, self.ended_ms) {
+                (Some(s), Some(e)) if e >= s => Some(e - s),
+                _ => None,
+            })
     }
 
     /// Whether an event at `(ts, seq)` comes after everything folded so far.
@@ -278,11 +279,13 @@ impl Folder {
 
     fn merge(&mut self, run: &ArchivedRunFields) {
         let f = &mut self.s.fields;
-        let set = |dst: &mut Option<String>, src: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
-            if let Some(v) = src.as_ref() {
-                *dst = Some(v.to_string());
-            }
-        };
+        let set =
+            |dst: &mut Option<String>,
+             src: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
+                if let Some(v) = src.as_ref() {
+                    *dst = Some(v.to_string());
+                }
+            };
         set(&mut f.operation, &run.operation);
         set(&mut f.doctype, &run.doctype);
         set(&mut f.template, &run.template);
@@ -388,7 +391,10 @@ fn error_json(e: &ArchivedErrorInfo) -> JsonText {
     let mut m = serde_json::Map::new();
     m.insert("message".into(), Value::String(e.message.to_string()));
     if let Some(c) = e.code.as_ref() {
-        m.insert("code".into(), serde_json::from_str(c).unwrap_or(Value::Null));
+        m.insert(
+            "code".into(),
+            serde_json::from_str(c).unwrap_or(Value::Null),
+        );
     }
     if let Some(s) = e.stack.as_ref() {
         m.insert("stack".into(), Value::String(s.to_string()));

@@ -56,7 +56,8 @@ pub struct RunFilter {
 impl RunFilter {
     pub fn matches(&self, r: &RunState) -> bool {
         let eq = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
+            want.as_ref()
+                .is_none_or(|w| have.as_deref() == Some(w.as_str()))
         };
         eq(&self.operation, &r.fields.operation)
             && eq(&self.doctype, &r.fields.doctype)
@@ -226,7 +227,10 @@ impl View {
         let mut keys = Vec::new();
         for item in self.run_events.range((run_id, 0)..=(run_id, self.at))? {
             let seq = item?.0.value().1;
-            if let Some(ts) = self.reader.with_event(seq, |ev| ev.event.ts_ms.to_native())? {
+            if let Some(ts) = self
+                .reader
+                .with_event(seq, |ev| ev.event.ts_ms.to_native())?
+            {
                 keys.push((ts, seq));
             }
         }
@@ -259,7 +263,10 @@ impl View {
     /// A record's changes up to `at`, ordered by `(ts, seq)`.
     pub fn doc_history(&self, doctype: &str, name: &str) -> Result<Vec<DocChangeRow>> {
         let mut rows = Vec::new();
-        for item in self.docs.range((doctype, name, 0)..=(doctype, name, self.at))? {
+        for item in self
+            .docs
+            .range((doctype, name, 0)..=(doctype, name, self.at))?
+        {
             let seq = item?.0.value().2;
             let row = self.reader.with_event(seq, |ev| match &ev.event.body {
                 ArchivedBody::Doc {

@@ -1,0 +1,264 @@
+//! Measurements: what a child reports, the tables the harness prints and the JSON lines it
+//! appends to `results.jsonl`.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::gen::Input;
+use crate::peer::{Role, Sample};
+
+/// One system's result for one benchmark, as the child process reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    pub bench: String,
+    pub system: String,
+    pub label: String,
+    pub role: Role,
+    #[serde(flatten)]
+    pub sample: Sample,
+    pub input_bytes: u64,
+    /// Peak resident memory of the child process (VmHWM), whole run including setup.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl Measurement {
+    pub fn rate(&self) -> f64 {
+        self.sample.events as f64 / self.sample.secs.max(1e-9)
+    }
+    pub fn mb_per_s(&self) -> f64 {
+        self.input_bytes as f64 / 1e6 / self.sample.secs.max(1e-9)
+    }
+}
+
+/// What every line of a run shares in `results.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    /// Seconds since the Unix epoch when the run started; groups the lines of one run.
+    pub run_started: u64,
+    pub seed: u64,
+    pub events_requested: u64,
+    pub input_events: u64,
+    pub input_path: String,
+    pub cores: usize,
+    pub harness: &'static str,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    #[serde(flatten)]
+    run: &'a RunInfo,
+    #[serde(flatten)]
+    m: &'a Measurement,
+    events_per_s: f64,
+}
+
+/// Appends one JSON line per measurement to `path`.
+pub fn append_jsonl(path: &Path, run: &RunInfo, ms: &[Measurement]) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut out = String::new();
+    for m in ms {
+        let rec = Record {
+            run,
+            m,
+            events_per_s: m.rate(),
+        };
+        out.push_str(&serde_json::to_string(&rec)?);
+        out.push('\n');
+    }
+    file.write_all(out.as_bytes())?;
+    Ok(())
+}
+
+/// Peak resident set of this process (`VmHWM` of `/proc/self/status`), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The tables of the `ingest` benchmark.
+pub fn print_ingest(
+    out: &mut dyn Write,
+    input: &Input,
+    cores: usize,
+    ms: &[Measurement],
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "durable bulk ingest, {} events ({:.0} MB NDJSON, {:.0} B/event), {} cores",
+        thousands(input.events),
+        input.bytes as f64 / 1e6,
+        input.bytes_per_event(),
+        cores
+    )?;
+    let base = ms
+        .iter()
+        .find(|m| m.system == "runledger")
+        .map(Measurement::rate);
+    let mut t = Table::new(&[
+        "system",
+        "events/s",
+        "MB/s",
+        "bytes/event on disk",
+        "peak RSS",
+        "commits",
+        "vs runledger",
+    ]);
+    for m in ms.iter().filter(|m| m.role == Role::Peer) {
+        t.row(vec![
+            m.label.clone(),
+            thousands(m.rate() as u64),
+            format!("{:.1}", m.mb_per_s()),
+            m.sample.disk_bytes.map_or("-".into(), |b| {
+                format!("{:.1}", b as f64 / m.sample.events.max(1) as f64)
+            }),
+            m.peak_rss_bytes.map_or("-".into(), mib),
+            m.sample.commits.map_or("-".into(), thousands),
+            base.map_or("-".into(), |b| format!("{:.2}x", m.rate() / b)),
+        ]);
+    }
+    t.print(out)?;
+    writeln!(
+        out,
+        "(runledger and sqlite parse every line; plain-file rows copy bytes only. \
+         NDJSON itself: {:.1} bytes/event.)",
+        input.bytes_per_event()
+    )?;
+
+    let parts: Vec<&Measurement> = ms.iter().filter(|m| m.role == Role::Breakdown).collect();
+    if parts.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "where runledger's ingest time goes")?;
+    let mut t = Table::new(&[
+        "step",
+        "events/s",
+        "s per 1M events",
+        "peak RSS",
+        "vs ingest",
+    ]);
+    let mut add = |label: String, rate: f64, rss: Option<u64>| {
+        t.row(vec![
+            label,
+            thousands(rate as u64),
+            format!("{:.3}", 1e6 / rate.max(1e-9)),
+            rss.map_or("-".into(), mib),
+            base.map_or("-".into(), |b| format!("{:.2}x", rate / b)),
+        ]);
+    };
+    if let Some(m) = ms.iter().find(|m| m.system == "runledger") {
+        add(
+            "ingest_reader (read+parse+append, pipelined)".into(),
+            m.rate(),
+            m.peak_rss_bytes,
+        );
+    }
+    for m in &parts {
+        add(m.label.clone(), m.rate(), m.peak_rss_bytes);
+    }
+    let parse = ms.iter().find(|m| m.system == "runledger-parse");
+    let append = ms.iter().find(|m| m.system == "runledger-append");
+    if let (Some(p), Some(a)) = (parse, append) {
+        add(
+            "parse then append, one after the other (computed)".into(),
+            1.0 / (1.0 / p.rate() + 1.0 / a.rate()),
+            None,
+        );
+    }
+    t.print(out)
+}
+
+/// A text table: first column left-aligned, the others right-aligned.
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+    pub fn print(&self, out: &mut dyn Write) -> io::Result<()> {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, c) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+        }
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, (c, w)) in row.iter().zip(&widths).enumerate() {
+                let pad = " ".repeat(w - c.chars().count());
+                if i == 0 {
+                    line.push_str(c);
+                    line.push_str(&pad);
+                } else {
+                    line.push_str("   ");
+                    line.push_str(&pad);
+                    line.push_str(c);
+                }
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Bytes as whole MiB.
+pub fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(&["a", "n"]);
+        t.row(vec!["long name".into(), "1".into()]);
+        let mut out = Vec::new();
+        t.print(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "a           n\nlong name   1\n");
+    }
+}

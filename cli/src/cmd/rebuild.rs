@@ -1,0 +1,45 @@
+//! `runledger rebuild`: drop every projection and the search index, apply the log again.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::ctx::{out_line, Ctx};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
+    let ledger = ledger::Ledger::open_existing(&ctx.db)?;
+    let head = ledger.head()?.seq;
+    let bar = (std::io::IsTerminal::is_terminal(&std::io::stderr()) && head > 100_000).then(|| {
+        let b = ProgressBar::new(head);
+        b.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let start = Instant::now();
+    ledger::project::rebuild(&ledger, &mut |done, _| {
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    })?;
+    query::search::rebuild(&ledger)?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if ctx.json {
+        ctx.print_json(&json!({"events": head, "seconds": secs}))?;
+    } else {
+        out_line(&format!(
+            "rebuilt projections and search index from {head} events in {secs:.2} s ({:.0} events/s)",
+            head as f64 / secs.max(1e-9)
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,135 @@
+//! What every command shares: where the ledger is, how to print, how to open it for reading,
+//! and how errors become one line on stderr and an exit code.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use ledger::Ledger;
+use serde_json::Value;
+
+/// Exit code: the command ran and found a problem it reports.
+pub const EXIT_PROBLEM: u8 = 1;
+/// Exit code: usage or I/O error.
+pub const EXIT_ERROR: u8 = 2;
+
+pub struct Ctx {
+    pub db: PathBuf,
+    pub json: bool,
+}
+
+/// An error that exits with code 1 (a reported problem: not found, rejected lines…) instead
+/// of 2.
+#[derive(Debug)]
+pub struct Problem(pub String);
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Problem {}
+
+impl Ctx {
+    pub fn new(db: PathBuf, json: bool) -> Self {
+        Ctx { db, json }
+    }
+
+    /// Opens the ledger for a read command and brings projections and the search index up to
+    /// the log's head (when no other process is writing it; that process keeps them current).
+    pub fn open_for_read(&self) -> anyhow::Result<Ledger> {
+        let ledger = Ledger::open_existing(&self.db).map_err(map_ledger_error)?;
+        if ledger.is_writable() {
+            query::catch_up(&ledger).context("bringing projections up to date")?;
+        }
+        Ok(ledger)
+    }
+
+    /// Opens (or creates) the ledger for writing.
+    pub fn open_for_write(&self) -> anyhow::Result<Ledger> {
+        Ledger::open(&self.db).map_err(map_ledger_error)
+    }
+
+    /// Prints a JSON document (pretty on a terminal, compact otherwise).
+    pub fn print_json(&self, v: &Value) -> anyhow::Result<()> {
+        let text = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            serde_json::to_string_pretty(v)?
+        } else {
+            serde_json::to_string(v)?
+        };
+        out_line(&text)
+    }
+}
+
+/// Writes one line to stdout; a closed pipe (`| head`) ends the program quietly.
+pub fn out_line(s: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{s}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => Ok(r?),
+    }
+}
+
+fn map_ledger_error(e: ledger::Error) -> anyhow::Error {
+    match e {
+        ledger::Error::NotFound(m) => Problem(m).into(),
+        other => other.into(),
+    }
+}
+
+/// Turns a ledger "not found" into a reported problem (exit 1).
+pub fn problem_if_not_found<T>(r: ledger::Result<T>) -> anyhow::Result<T> {
+    r.map_err(map_ledger_error)
+}
+
+/// Prints the error as one line and picks the exit code.
+pub fn report_error(e: &anyhow::Error) -> ExitCode {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        msg.push_str(": ");
+        msg.push_str(&cause.to_string());
+    }
+    let _ = writeln!(std::io::stderr(), "runledger: {msg}");
+    if e.downcast_ref::<Problem>().is_some() {
+        ExitCode::from(EXIT_PROBLEM)
+    } else {
+        ExitCode::from(EXIT_ERROR)
+    }
+}
+
+/// Parses an RFC 3339 time (or a date `YYYY-MM-DD`, as its UTC midnight) into ms.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc().timestamp_millis());
+        }
+    }
+    Err(format!(
+        "{s:?} is not an RFC 3339 time (e.g. 2025-11-21T04:40:00Z) or a date (2025-11-21)"
+    ))
+}
+
+/// `--at SEQ` / `--at-time T`, shared by every reading command.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AtArgs {
+    /// Answer as the ledger would have right after event SEQ.
+    #[arg(long, value_name = "SEQ", conflicts_with = "at_time")]
+    pub at: Option<u64>,
+    /// Answer as of the last event ingested at or before this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    pub at_time: Option<i64>,
+}
+
+impl AtArgs {
+    pub fn resolve(&self, ledger: &Ledger) -> anyhow::Result<Option<u64>> {
+        Ok(match (self.at, self.at_time) {
+            (Some(s), _) => Some(s),
+            (None, Some(t)) => Some(ledger.seq_at_time(t)?),
+            (None, None) => None,
+        })
+    }
+}
