@@ -36,10 +36,23 @@ impl BlockBuilder {
     pub fn data_len(&self) -> usize {
         self.data.len()
     }
-    pub fn push(&mut self, hash: &Hash, archive: &[u8]) {
-        self.offsets.push(self.data.len() as u32);
-        self.data.extend_from_slice(hash);
-        self.data.extend_from_slice(archive);
+    /// Appends an entry whose archive `write` serialises in place, chained to `prev`;
+    /// returns the entry's hash. On error the builder is left as it was.
+    pub fn push_with(
+        &mut self,
+        prev: &Hash,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<Hash> {
+        let start = self.data.len();
+        self.data.extend_from_slice(&[0; HASH_LEN]);
+        if let Err(e) = write(&mut self.data) {
+            self.data.truncate(start);
+            return Err(e);
+        }
+        let hash = chain(prev, &self.data[start + HASH_LEN..]);
+        self.data[start..start + HASH_LEN].copy_from_slice(&hash);
+        self.offsets.push(start as u32);
+        Ok(hash)
     }
     /// The block's bytes; the builder is left empty.
     pub fn finish(&mut self) -> Vec<u8> {
@@ -93,16 +106,9 @@ impl<'a> Block<'a> {
     pub fn len(&self) -> usize {
         self.count
     }
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
     pub fn first_seq(&self) -> u64 {
         self.first_seq
     }
-    pub fn last_seq(&self) -> u64 {
-        self.first_seq + self.count as u64 - 1
-    }
-
     fn offset(&self, i: usize) -> Option<usize> {
         read_u32(self.bytes, 4 + 4 * i).map(|v| v as usize)
     }

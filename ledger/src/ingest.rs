@@ -224,7 +224,7 @@ fn append_parsed(
     sink: &mut dyn IngestSink,
 ) -> Result<()> {
     if !parsed.events.is_empty() {
-        let outcomes = ledger.append(&parsed.events)?;
+        let outcomes = ledger.append(parsed.events)?;
         report.add_outcomes(&outcomes);
     }
     for (line, reason, text) in &parsed.rejected {

@@ -205,8 +205,9 @@ impl Ledger {
 
     /// Appends `events` in one durable transaction (group commit): an event is reported
     /// `Stored` only after the commit is on disk. Events whose `id` was stored before (or
-    /// earlier in the same batch) are `Duplicate` and not stored again.
-    pub fn append(&self, events: &[Event]) -> Result<Vec<Outcome>> {
+    /// earlier in the same batch) are `Duplicate` and not stored again. Outcomes come in the
+    /// order of `events`.
+    pub fn append(&self, events: Vec<Event>) -> Result<Vec<Outcome>> {
         let db = self.write_db()?;
         let mut head = self.lock_head();
         let now = chrono::Utc::now().timestamp_millis();
@@ -217,16 +218,22 @@ impl Ledger {
             let mut blocks = tx.open_table(BLOCKS)?;
             let mut ids = tx.open_table(IDS)?;
 
-            // 1. Duplicates within the batch, then against everything stored.
-            let mut first_of: HashMap<&str, usize> = HashMap::new();
+            // 1. Duplicates within the batch (`repeat_of`), then against everything stored.
+            let mut id_hash: Vec<Option<u64>> = Vec::with_capacity(events.len());
+            let mut repeat_of: Vec<Option<usize>> = vec![None; events.len()];
             let mut hashed: Vec<(u64, usize)> = Vec::new();
-            for (i, e) in events.iter().enumerate() {
-                if let Some(id) = &e.id {
-                    match first_of.get(id.as_str()) {
-                        Some(_) => {} // decided once the first one's fate is known
-                        None => {
-                            first_of.insert(id, i);
-                            hashed.push((dedup::hash_id(id), i));
+            {
+                let mut first_of: HashMap<&str, usize> = HashMap::new();
+                for (i, e) in events.iter().enumerate() {
+                    let h = e.id.as_deref().map(dedup::hash_id);
+                    id_hash.push(h);
+                    if let (Some(id), Some(h)) = (e.id.as_deref(), h) {
+                        match first_of.get(id) {
+                            Some(&first) => repeat_of[i] = Some(first),
+                            None => {
+                                first_of.insert(id, i);
+                                hashed.push((h, i));
+                            }
                         }
                     }
                 }
@@ -235,10 +242,7 @@ impl Ledger {
             let sorted: Vec<u64> = hashed.iter().map(|(h, _)| *h).collect();
             for (pos, seq) in dedup::candidates(&ids, &sorted)? {
                 let i = hashed[pos].1;
-                if outcomes[i].is_some() {
-                    continue;
-                }
-                if stored_id_is(&blocks, seq, events[i].id.as_deref())? {
+                if outcomes[i].is_none() && stored_id_is(&blocks, seq, events[i].id.as_deref())? {
                     outcomes[i] = Some(Outcome::Duplicate(seq));
                 }
             }
@@ -249,36 +253,36 @@ impl Ledger {
             let mut builder = BlockBuilder::default();
             let mut block_first = seq + 1;
             let mut new_ids = Vec::new();
-            for (i, e) in events.iter().enumerate() {
+            let mut arena = rkyv::ser::allocator::Arena::new();
+            for (i, event) in events.into_iter().enumerate() {
                 if outcomes[i].is_some() {
                     continue;
                 }
-                if let Some(id) = &e.id {
-                    let first = first_of.get(id.as_str()).copied().unwrap_or(i);
-                    if first != i {
-                        // A repeat within the batch: the first one is stored (or was a duplicate).
-                        outcomes[i] = match outcomes[first] {
-                            Some(Outcome::Stored(s)) | Some(Outcome::Duplicate(s)) => {
-                                Some(Outcome::Duplicate(s))
-                            }
-                            None => None,
-                        };
-                        if outcomes[i].is_some() {
-                            continue;
-                        }
-                    }
+                if let Some(first) = repeat_of[i] {
+                    // The first of the same id comes earlier, so its outcome is known.
+                    let s = match outcomes[first] {
+                        Some(Outcome::Stored(s)) | Some(Outcome::Duplicate(s)) => s,
+                        None => 0,
+                    };
+                    outcomes[i] = Some(Outcome::Duplicate(s));
+                    continue;
                 }
                 seq += 1;
                 let stored = StoredEvent {
                     seq,
                     ingested_ms: now,
-                    event: e.clone(),
+                    event,
                 };
-                let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&stored)?;
-                hash = block::chain(&hash, &archive);
-                builder.push(&hash, &archive);
-                if let Some(id) = &e.id {
-                    new_ids.push((dedup::hash_id(id), seq));
+                hash = builder.push_with(&hash, |buf| {
+                    rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
+                        &stored,
+                        buf,
+                        arena.acquire(),
+                    )?;
+                    Ok(())
+                })?;
+                if let Some(h) = id_hash[i] {
+                    new_ids.push((h, seq));
                 }
                 outcomes[i] = Some(Outcome::Stored(seq));
                 if builder.len() >= block::MAX_BLOCK_EVENTS

@@ -39,6 +39,12 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         problems.push(json!({"seq": report.head.seq + 1,
             "problem": format!("projections claim seq {applied}, past the log's head {}", report.head.seq)}));
     }
+    if problems.is_empty() {
+        let view = ledger.view(None)?;
+        for p in view.check_against_log(20)? {
+            problems.push(json!({"seq": view.applied(), "problem": format!("projection: {p}")}));
+        }
+    }
     let ok = problems.is_empty();
     if ctx.json {
         ctx.print_json(&json!({

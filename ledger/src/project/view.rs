@@ -651,3 +651,35 @@ pub fn run_json(r: &RunState) -> Value {
     m.insert("last_seq".into(), json!(r.last_seq));
     Value::Object(m)
 }
+
+impl View {
+    /// Checks the projections against the log: every stored run equals the fold of its events
+    /// up to the watermark, and every event up to the watermark is indexed under its run.
+    /// Returns one line per problem (at most `max`).
+    pub fn check_against_log(&self, max: usize) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let mut indexed = 0u64;
+        for item in self.runs.iter()? {
+            let (k, v) = item?;
+            let id = k.value();
+            let stored = RunState::decode(v.value())?;
+            let folded = fold_until(&self.reader, &self.run_events, id, self.applied)?;
+            indexed += u64::from(stored.events);
+            if folded.as_ref() != Some(&stored) {
+                problems.push(format!(
+                    "run {id:?}: the projection differs from the fold of its events"
+                ));
+                if problems.len() >= max {
+                    return Ok(problems);
+                }
+            }
+        }
+        if indexed != self.applied {
+            problems.push(format!(
+                "runs account for {indexed} events but {} were applied",
+                self.applied
+            ));
+        }
+        Ok(problems)
+    }
+}
