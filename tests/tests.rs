@@ -1,2 +1,7 @@
-#[test]
-fn t() {}
+mod search;
+mod analytics;
+mod common;
+mod core;
+mod crash;
+mod replay;
+mod serve;

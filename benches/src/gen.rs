@@ -6,6 +6,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use ledger::workload;
 
 /// An NDJSON file every system of a run reads: the same bytes for all of them.
 #[derive(Debug, Clone)]
@@ -17,16 +18,37 @@ pub struct Input {
     pub events: u64,
 }
 
-/// Writes `events` events of the seeded workload to `dir/events-<N>-seed<S>.ndjson`.
+/// Writes exactly `events` events of the seeded workload to `dir/events-<N>-seed<S>.ndjson`:
+/// the first `events` lines of a workload sized a little larger (so the last runs may be cut
+/// short, which ingest does not mind).
 pub fn generate(seed: u64, events: u64, dir: &Path) -> Result<Input> {
     let path = dir.join(format!("events-{events}-seed{seed}.ndjson"));
-    let cfg = ledger::workload::config_for_events(seed, events);
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    // The generator sizes by roots, and streams: asking for more costs little beyond `take`.
+    let mut ask = events + events / 4 + 1_000;
+    loop {
+        if write_first(seed, ask, events, &path)? == events {
+            return Input::open(path);
+        }
+        ask *= 2;
+    }
+}
+
+/// Writes the first `events` lines of the workload sized for `ask` events; returns how many.
+fn write_first(seed: u64, ask: u64, events: u64, path: &Path) -> Result<u64> {
+    let cfg = workload::config_for_events(seed, ask);
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    ledger::workload::write_ndjson(&cfg, &mut out)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let mut line = Vec::with_capacity(4096);
+    let mut written = 0u64;
+    for event in workload::Workload::new(cfg).take(events as usize) {
+        line.clear();
+        serde_json::to_writer(&mut line, &event)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
+        written += 1;
+    }
     out.flush()?;
-    Input::open(path)
+    Ok(written)
 }
 
 impl Input {

@@ -13,6 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timing;
 use crate::gen::Input;
 
 /// What one timed run of one system produced.
@@ -22,12 +23,22 @@ pub struct Sample {
     pub events: u64,
     /// Events actually stored (after dedup / rejection), when the system stores them.
     pub stored: Option<u64>,
-    /// Wall time of the measured part, seconds.
-    pub secs: f64,
-    /// Bytes of all files the system left in its directory, after closing it.
-    pub disk_bytes: Option<u64>,
+    /// Time of the measured part.
+    #[serde(flatten)]
+    pub timing: Timing,
+    /// The files the system left in its directory.
+    pub disk: Option<DiskUse>,
     /// Durable commits (fsyncs) done.
     pub commits: Option<u64>,
+}
+
+/// Space taken by a system's files.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct DiskUse {
+    /// Blocks allocated on disk (`st_blocks × 512`): what the files cost.
+    pub bytes: u64,
+    /// Sum of file lengths; larger than `bytes` for sparse files (redb grows its file sparsely).
+    pub apparent_bytes: u64,
 }
 
 /// Whether a row competes with runledger or explains where runledger's own time goes.
@@ -74,16 +85,20 @@ pub fn ingest_peers() -> Vec<Box<dyn Peer>> {
     ]
 }
 
-/// Total size of the regular files under `dir` (recursively).
-pub fn dir_bytes(dir: &Path) -> Result<u64> {
-    let mut total = 0;
+/// Space taken by the regular files under `dir` (recursively).
+pub fn disk_use(dir: &Path) -> Result<DiskUse> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = DiskUse::default();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let meta = entry.metadata()?;
         if meta.is_dir() {
-            total += dir_bytes(&entry.path())?;
+            let sub = disk_use(&entry.path())?;
+            total.bytes += sub.bytes;
+            total.apparent_bytes += sub.apparent_bytes;
         } else {
-            total += meta.len();
+            total.bytes += meta.blocks() * 512;
+            total.apparent_bytes += meta.len();
         }
     }
     Ok(total)

@@ -23,14 +23,20 @@ pub struct Measurement {
     pub input_bytes: u64,
     /// Peak resident memory of the child process (VmHWM), whole run including setup.
     pub peak_rss_bytes: Option<u64>,
+    /// Which of the `--repeat` runs this is (1-based).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Whether this is the fastest run of its system, the one the table shows.
+    #[serde(default)]
+    pub best: bool,
 }
 
 impl Measurement {
     pub fn rate(&self) -> f64 {
-        self.sample.events as f64 / self.sample.secs.max(1e-9)
+        self.sample.events as f64 / self.sample.timing.secs.max(1e-9)
     }
     pub fn mb_per_s(&self) -> f64 {
-        self.input_bytes as f64 / 1e6 / self.sample.secs.max(1e-9)
+        self.input_bytes as f64 / 1e6 / self.sample.timing.secs.max(1e-9)
     }
 }
 
@@ -109,19 +115,26 @@ pub fn print_ingest(
         "events/s",
         "MB/s",
         "bytes/event on disk",
+        "disk/NDJSON",
         "peak RSS",
+        "cores used",
         "commits",
         "vs runledger",
     ]);
     for m in ms.iter().filter(|m| m.role == Role::Peer) {
+        let disk = m.sample.disk.map(|d| d.bytes as f64);
         t.row(vec![
             m.label.clone(),
             thousands(m.rate() as u64),
             format!("{:.1}", m.mb_per_s()),
-            m.sample.disk_bytes.map_or("-".into(), |b| {
-                format!("{:.1}", b as f64 / m.sample.events.max(1) as f64)
+            disk.map_or("-".into(), |b| {
+                format!("{:.1}", b / m.sample.events.max(1) as f64)
+            }),
+            disk.map_or("-".into(), |b| {
+                format!("{:.2}x", b / m.input_bytes.max(1) as f64)
             }),
             m.peak_rss_bytes.map_or("-".into(), mib),
+            format!("{:.2}", m.sample.timing.cores()),
             m.sample.commits.map_or("-".into(), thousands),
             base.map_or("-".into(), |b| format!("{:.2}x", m.rate() / b)),
         ]);
@@ -129,10 +142,10 @@ pub fn print_ingest(
     t.print(out)?;
     writeln!(
         out,
-        "(runledger and sqlite parse every line; plain-file rows copy bytes only. \
-         NDJSON itself: {:.1} bytes/event.)",
-        input.bytes_per_event()
+        "runledger and sqlite parse every line; plain-file rows copy bytes only. Disk = allocated \
+         blocks after the run. Peak RSS = whole child process."
     )?;
+    warn_busy(out, ms)?;
 
     let parts: Vec<&Measurement> = ms.iter().filter(|m| m.role == Role::Breakdown).collect();
     if parts.is_empty() {
@@ -144,15 +157,17 @@ pub fn print_ingest(
         "step",
         "events/s",
         "s per 1M events",
+        "cores used",
         "peak RSS",
         "vs ingest",
     ]);
-    let mut add = |label: String, rate: f64, rss: Option<u64>| {
+    let mut add = |label: String, rate: f64, m: Option<&Measurement>| {
         t.row(vec![
             label,
             thousands(rate as u64),
             format!("{:.3}", 1e6 / rate.max(1e-9)),
-            rss.map_or("-".into(), mib),
+            m.map_or("-".into(), |m| format!("{:.2}", m.sample.timing.cores())),
+            m.and_then(|m| m.peak_rss_bytes).map_or("-".into(), mib),
             base.map_or("-".into(), |b| format!("{:.2}x", rate / b)),
         ]);
     };
@@ -160,11 +175,11 @@ pub fn print_ingest(
         add(
             "ingest_reader (read+parse+append, pipelined)".into(),
             m.rate(),
-            m.peak_rss_bytes,
+            Some(m),
         );
     }
     for m in &parts {
-        add(m.label.clone(), m.rate(), m.peak_rss_bytes);
+        add(m.label.clone(), m.rate(), Some(m));
     }
     let parse = ms.iter().find(|m| m.system == "runledger-parse");
     let append = ms.iter().find(|m| m.system == "runledger-append");
@@ -176,6 +191,24 @@ pub fn print_ingest(
         );
     }
     t.print(out)
+}
+
+/// Warns when other processes used the machine while rows were measured.
+fn warn_busy(out: &mut dyn Write, ms: &[Measurement]) -> io::Result<()> {
+    let busy: Vec<String> = ms
+        .iter()
+        .filter(|m| m.sample.timing.other_cores() > 0.2)
+        .map(|m| format!("{} ({:.2} cores)", m.system, m.sample.timing.other_cores()))
+        .collect();
+    if !busy.is_empty() {
+        writeln!(
+            out,
+            "WARNING: other processes were busy during: {}; those figures are not from an idle \
+             machine",
+            busy.join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 /// A text table: first column left-aligned, the others right-aligned.
@@ -227,7 +260,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && i % 3 == s.len() % 3 {
             out.push(',');
         }
         out.push(ch);

@@ -4,12 +4,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::clock::Clock;
 use crate::gen::Input;
-use crate::peer::{dir_bytes, Peer, Sample};
+use crate::peer::{disk_use, Peer, Sample};
 
 /// When a batch is written and synced.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +41,7 @@ impl Peer for PlainFile {
 
     fn ingest(&self, input: &Input, dir: &Path) -> Result<Sample> {
         let path = dir.join("log.ndjson");
-        let start = Instant::now();
+        let clock = Clock::start();
         let mut src = BufReader::with_capacity(1 << 20, File::open(&input.path)?);
         let mut out = OpenOptions::new()
             .create(true)
@@ -76,12 +76,12 @@ impl Peer for PlainFile {
         if !buf.is_empty() {
             flush(&mut buf)?;
         }
-        let secs = start.elapsed().as_secs_f64();
+        let timing = clock.stop();
         Ok(Sample {
             events,
             stored: Some(events),
-            secs,
-            disk_bytes: Some(dir_bytes(dir)?),
+            timing,
+            disk: Some(disk_use(dir)?),
             commits: Some(commits),
         })
     }

@@ -4,14 +4,14 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use ledger::ingest::{ingest_reader, IngestOptions, IngestReport, IngestSink};
 use ledger::{Event, Ledger};
 
+use crate::clock::Clock;
 use crate::gen::Input;
-use crate::peer::{dir_bytes, Peer, Role, Sample};
+use crate::peer::{disk_use, Peer, Role, Sample};
 
 const DB_FILE: &str = "ledger.redb";
 
@@ -42,12 +42,12 @@ impl Peer for Runledger {
 
     fn ingest(&self, input: &Input, dir: &Path) -> Result<Sample> {
         let path = dir.join(DB_FILE);
-        let start = Instant::now();
+        let clock = Clock::start();
         let ledger = Ledger::open(&path)?;
         let file = std::fs::File::open(&input.path)?;
         let mut commits = CountCommits::default();
         let report = ingest_reader(&ledger, file, &IngestOptions::default(), &mut commits)?;
-        let secs = start.elapsed().as_secs_f64();
+        let timing = clock.stop();
         let offered = report.accepted + report.duplicates + report.rejected;
         if offered != input.events {
             bail!(
@@ -67,8 +67,8 @@ impl Peer for Runledger {
         Ok(Sample {
             events: offered,
             stored: Some(report.accepted),
-            secs,
-            disk_bytes: Some(dir_bytes(dir)?),
+            timing,
+            disk: Some(disk_use(dir)?),
             commits: Some(commits.0),
         })
     }
@@ -92,15 +92,15 @@ impl Peer for ParseOnly {
     fn ingest(&self, input: &Input, _dir: &Path) -> Result<Sample> {
         let bytes = std::fs::read(&input.path)?;
         let chunks = split_chunks(&bytes, IngestOptions::default().chunk_bytes);
-        let start = Instant::now();
+        let clock = Clock::start();
         let (counts, rejected) = parse_parallel(&chunks, parsers(), |events| events.len())?;
-        let secs = start.elapsed().as_secs_f64();
+        let timing = clock.stop();
         let parsed: usize = counts.iter().sum();
         Ok(Sample {
             events: parsed as u64 + rejected,
             stored: None,
-            secs,
-            disk_bytes: None,
+            timing,
+            disk: None,
             commits: None,
         })
     }
@@ -135,18 +135,30 @@ impl Peer for AppendOnly {
     }
 
     fn ingest(&self, input: &Input, dir: &Path) -> Result<Sample> {
-        let events = {
+        let batches: Vec<Vec<Event>> = {
             let bytes = std::fs::read(&input.path)?;
             let chunks = split_chunks(&bytes, IngestOptions::default().chunk_bytes);
             let (parsed, _) = parse_parallel(&chunks, parsers(), |events| events)?;
-            parsed.into_iter().flatten().collect::<Vec<Event>>()
+            let size = self.batch.max(1);
+            let mut batches = Vec::new();
+            let mut batch = Vec::with_capacity(size);
+            for event in parsed.into_iter().flatten() {
+                batch.push(event);
+                if batch.len() == size {
+                    batches.push(std::mem::replace(&mut batch, Vec::with_capacity(size)));
+                }
+            }
+            if !batch.is_empty() {
+                batches.push(batch);
+            }
+            batches
         };
+        let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
         let path = dir.join(DB_FILE);
-        let start = Instant::now();
+        let clock = Clock::start();
         let ledger = Ledger::open(&path)?;
-        let mut stored = 0u64;
-        let mut commits = 0u64;
-        for batch in events.chunks(self.batch.max(1)) {
+        let (mut stored, mut commits) = (0u64, 0u64);
+        for batch in batches {
             let outcomes = ledger.append(batch)?;
             stored += outcomes
                 .iter()
@@ -154,14 +166,14 @@ impl Peer for AppendOnly {
                 .count() as u64;
             commits += 1;
         }
-        let secs = start.elapsed().as_secs_f64();
+        let timing = clock.stop();
         check_chain(&ledger, stored)?;
         drop(ledger);
         Ok(Sample {
-            events: events.len() as u64,
+            events,
             stored: Some(stored),
-            secs,
-            disk_bytes: Some(dir_bytes(dir)?),
+            timing,
+            disk: Some(disk_use(dir)?),
             commits: Some(commits),
         })
     }

@@ -9,15 +9,15 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection};
 use serde::Deserialize;
 
+use crate::clock::Clock;
 use crate::gen::Input;
-use crate::peer::{dir_bytes, Peer, Sample};
+use crate::peer::{disk_use, Peer, Sample};
 
 pub struct Sqlite {
     /// Rows per transaction (one fsync of the WAL per commit).
@@ -99,7 +99,7 @@ impl Peer for Sqlite {
 
     fn ingest(&self, input: &Input, dir: &Path) -> Result<Sample> {
         let path = dir.join("events.sqlite");
-        let start = Instant::now();
+        let clock = Clock::start();
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let mode: String =
@@ -143,19 +143,19 @@ impl Peer for Sqlite {
         }
         conn.execute_batch("COMMIT")?;
         commits += 1;
-        let secs = start.elapsed().as_secs_f64();
+        let timing = clock.stop();
         if rejected > 0 {
             eprintln!("warning: sqlite peer could not parse {rejected} lines");
         }
         // Measured while open: database plus WAL, as a running system has them on disk.
-        let disk_bytes = dir_bytes(dir)?;
+        let disk = disk_use(dir)?;
         drop(insert);
         conn.close().map_err(|(_, e)| e)?;
         Ok(Sample {
             events,
             stored: Some(stored),
-            secs,
-            disk_bytes: Some(disk_bytes),
+            timing,
+            disk: Some(disk),
             commits: Some(commits),
         })
     }

@@ -13,8 +13,10 @@ use crate::event::ArchivedStoredEvent;
 
 /// Events per block at most.
 pub const MAX_BLOCK_EVENTS: usize = 4096;
-/// Bytes of entries per block, roughly at most (a single huge event makes a larger block).
-pub const MAX_BLOCK_BYTES: usize = 1 << 20;
+/// Size a block stays within (a single larger event makes a block of its own). redb stores a
+/// large value in a power-of-two run of pages, so a block just over 1 MiB would take 2 MiB:
+/// stay a page under it, leaving room for redb's leaf header and the key.
+pub const MAX_BLOCK_BYTES: usize = (1 << 20) - 4096;
 
 pub const HASH_LEN: usize = 32;
 pub type Hash = [u8; HASH_LEN];
@@ -33,26 +35,25 @@ impl BlockBuilder {
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }
-    pub fn data_len(&self) -> usize {
-        self.data.len()
+    /// Whether an entry with an archive of `archive_len` bytes still fits in this block.
+    pub fn fits(&self, archive_len: usize) -> bool {
+        self.is_empty()
+            || (self.len() < MAX_BLOCK_EVENTS
+                && self.encoded_len() + 4 + HASH_LEN + archive_len <= MAX_BLOCK_BYTES)
     }
-    /// Appends an entry whose archive `write` serialises in place, chained to `prev`;
-    /// returns the entry's hash. On error the builder is left as it was.
-    pub fn push_with(
-        &mut self,
-        prev: &Hash,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
-    ) -> Result<Hash> {
-        let start = self.data.len();
-        self.data.extend_from_slice(&[0; HASH_LEN]);
-        if let Err(e) = write(&mut self.data) {
-            self.data.truncate(start);
-            return Err(e);
-        }
-        let hash = chain(prev, &self.data[start + HASH_LEN..]);
-        self.data[start..start + HASH_LEN].copy_from_slice(&hash);
-        self.offsets.push(start as u32);
-        Ok(hash)
+
+    /// The length [`Self::finish`] would return.
+    pub fn encoded_len(&self) -> usize {
+        4 + 4 * (self.offsets.len() + 1) + self.data.len()
+    }
+
+    /// Appends an entry chained to `prev`; returns the entry's hash.
+    pub fn push(&mut self, prev: &Hash, archive: &[u8]) -> Hash {
+        let hash = chain(prev, archive);
+        self.offsets.push(self.data.len() as u32);
+        self.data.extend_from_slice(&hash);
+        self.data.extend_from_slice(archive);
+        hash
     }
     /// The block's bytes; the builder is left empty.
     pub fn finish(&mut self) -> Vec<u8> {

@@ -110,11 +110,12 @@ impl ArchivedCheckpointStatus {
     }
 }
 
-/// What an event says, by type.
+/// What an event says, by type. Large parts are boxed: an archived enum is as large as its
+/// largest variant, and every stored event would pay for a checkpoint's inline context.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Body {
     Started {
-        run: RunFields,
+        run: Box<RunFields>,
     },
     Progress {
         path: String,
@@ -134,7 +135,7 @@ pub enum Body {
         duration_ms: Option<i64>,
     },
     Failed {
-        error: ErrorInfo,
+        error: Box<ErrorInfo>,
         duration_ms: Option<i64>,
     },
     Cancelled {
@@ -148,10 +149,10 @@ pub enum Body {
         before: Option<JsonText>,
     },
     Checkpoint {
-        run: RunFields,
+        run: Box<RunFields>,
         status: CheckpointStatus,
         output: Option<JsonText>,
-        error: Option<ErrorInfo>,
+        error: Option<Box<ErrorInfo>>,
         duration_ms: Option<i64>,
     },
 }

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use crate::error::Result;
-use crate::event::Event;
+use crate::encode::EncodedBatch;
 use crate::log::{Ledger, Outcome};
 use crate::parse::{parse_event_limited, Rejection, DEFAULT_MAX_EVENT_BYTES};
 
@@ -106,7 +106,7 @@ struct Chunk {
 }
 
 struct Parsed {
-    events: Vec<Event>,
+    events: EncodedBatch,
     /// `(line number, reason, line bytes)` of rejected lines.
     rejected: Vec<(u64, Rejection, Vec<u8>)>,
     bytes: u64,
@@ -146,18 +146,10 @@ pub fn ingest_reader(
             let mut line = 1u64;
             loop {
                 let mut buf = std::mem::take(&mut carry);
-                let start = buf.len();
-                buf.resize(start + chunk_bytes, 0);
-                let mut filled = start;
-                while filled < buf.len() {
-                    let n = input.read(&mut buf[filled..])?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                let eof = filled < buf.len();
-                buf.truncate(filled);
+                buf.reserve(chunk_bytes);
+                let want = chunk_bytes as u64;
+                let got = (&mut input).take(want).read_to_end(&mut buf)? as u64;
+                let eof = got < want;
                 if buf.is_empty() {
                     return Ok(());
                 }
@@ -224,7 +216,7 @@ fn append_parsed(
     sink: &mut dyn IngestSink,
 ) -> Result<()> {
     if !parsed.events.is_empty() {
-        let outcomes = ledger.append(parsed.events)?;
+        let outcomes = ledger.append_encoded(parsed.events)?;
         report.add_outcomes(&outcomes);
     }
     for (line, reason, text) in &parsed.rejected {
@@ -235,7 +227,7 @@ fn append_parsed(
 }
 
 fn parse_chunk(chunk: Chunk, max: usize) -> Parsed {
-    let mut events = Vec::with_capacity(chunk.bytes.len() / 200);
+    let mut events = EncodedBatch::with_capacity(chunk.bytes.len() / 200);
     let mut rejected = Vec::new();
     let mut line_no = chunk.first_line;
     for raw in chunk.bytes.split(|&b| b == b'\n') {
@@ -252,9 +244,13 @@ fn parse_chunk(chunk: Chunk, max: usize) -> Parsed {
                 e.valid_up_to() + 1
             ))),
         };
-        match parsed {
-            Ok(ev) => events.push(ev),
-            Err(reason) => rejected.push((n, reason, raw.to_vec())),
+        let stored = parsed.and_then(|ev| {
+            events
+                .push(ev)
+                .map_err(|e| Rejection(format!("cannot be encoded: {e}")))
+        });
+        if let Err(reason) = stored {
+            rejected.push((n, reason, raw.to_vec()));
         }
     }
     Parsed {

@@ -5,6 +5,7 @@
 
 mod block;
 mod dedup;
+pub mod encode;
 pub mod error;
 pub mod event;
 pub mod ingest;

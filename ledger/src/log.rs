@@ -5,7 +5,6 @@
 //! - `blocks`: `u64 first seq -> block` (see [`crate::block`])
 //! - `ids`:    `u64 run number -> sorted (xxh3(id), seq) pairs` (see [`crate::dedup`])
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -14,7 +13,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use crate::block::{self, Block, BlockBuilder, Hash};
 use crate::dedup;
 use crate::error::{Error, Result};
-use crate::event::{ArchivedStoredEvent, Event, StoredEvent};
+use crate::encode::EncodedBatch;
+use crate::event::{ArchivedStoredEvent, Event};
 
 /// Version of the stored bytes: the rkyv format features and the layouts of `block`/`dedup`.
 /// Bump it on any change of them.
@@ -208,53 +208,72 @@ impl Ledger {
     /// earlier in the same batch) are `Duplicate` and not stored again. Outcomes come in the
     /// order of `events`.
     pub fn append(&self, events: Vec<Event>) -> Result<Vec<Outcome>> {
+        let mut batch = EncodedBatch::with_capacity(events.len());
+        for e in events {
+            batch.push(e)?;
+        }
+        self.append_encoded(batch)
+    }
+
+    /// [`Self::append`] for events already encoded (bulk ingest encodes on every core).
+    pub fn append_encoded(&self, mut batch: EncodedBatch) -> Result<Vec<Outcome>> {
         let db = self.write_db()?;
         let mut head = self.lock_head();
         let now = chrono::Utc::now().timestamp_millis();
+        let n = batch.len();
         let tx = db.begin_write()?;
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
         let new_head;
         {
             let mut blocks = tx.open_table(BLOCKS)?;
             let mut ids = tx.open_table(IDS)?;
 
-            // 1. Duplicates within the batch (`repeat_of`), then against everything stored.
-            let mut id_hash: Vec<Option<u64>> = Vec::with_capacity(events.len());
-            let mut repeat_of: Vec<Option<usize>> = vec![None; events.len()];
-            let mut hashed: Vec<(u64, usize)> = Vec::new();
-            {
-                let mut first_of: HashMap<&str, usize> = HashMap::new();
-                for (i, e) in events.iter().enumerate() {
-                    let h = e.id.as_deref().map(dedup::hash_id);
-                    id_hash.push(h);
-                    if let (Some(id), Some(h)) = (e.id.as_deref(), h) {
-                        match first_of.get(id) {
-                            Some(&first) => repeat_of[i] = Some(first),
-                            None => {
-                                first_of.insert(id, i);
-                                hashed.push((h, i));
-                            }
+            // 1. Repeats within the batch (`repeat_of`: the first event with the same id), found
+            //    by sorting id hashes and comparing ids only where hashes are equal.
+            let mut hashed: Vec<(u64, usize)> = (0..n)
+                .filter_map(|i| batch.id_hash(i).map(|h| (h, i)))
+                .collect();
+            hashed.sort_unstable();
+            let mut repeat_of: Vec<Option<usize>> = vec![None; n];
+            let mut firsts: Vec<(u64, usize)> = Vec::with_capacity(hashed.len());
+            let mut g = 0;
+            while g < hashed.len() {
+                let mut end = g + 1;
+                while end < hashed.len() && hashed[end].0 == hashed[g].0 {
+                    end += 1;
+                }
+                for j in g..end {
+                    let (h, i) = hashed[j];
+                    let mut first = None;
+                    for &(_, k) in &hashed[g..j] {
+                        if repeat_of[k].is_none() && batch.id(k)? == batch.id(i)? {
+                            first = Some(k);
+                            break;
                         }
                     }
+                    match first {
+                        Some(k) => repeat_of[i] = Some(k),
+                        None => firsts.push((h, i)),
+                    }
                 }
+                g = end;
             }
-            hashed.sort_unstable();
-            let sorted: Vec<u64> = hashed.iter().map(|(h, _)| *h).collect();
+            // 2. Against everything stored: a hash match is confirmed by comparing the ids.
+            let sorted: Vec<u64> = firsts.iter().map(|(h, _)| *h).collect();
             for (pos, seq) in dedup::candidates(&ids, &sorted)? {
-                let i = hashed[pos].1;
-                if outcomes[i].is_none() && stored_id_is(&blocks, seq, events[i].id.as_deref())? {
+                let i = firsts[pos].1;
+                if outcomes[i].is_none() && stored_id_is(&blocks, seq, batch.id(i)?)? {
                     outcomes[i] = Some(Outcome::Duplicate(seq));
                 }
             }
 
-            // 2. Encode, chain and pack the new events into blocks.
+            // 3. Stamp, chain and pack the new events into blocks.
             let mut seq = head.seq;
             let mut hash = head.hash;
             let mut builder = BlockBuilder::default();
             let mut block_first = seq + 1;
             let mut new_ids = Vec::new();
-            let mut arena = rkyv::ser::allocator::Arena::new();
-            for (i, event) in events.into_iter().enumerate() {
+            for i in 0..n {
                 if outcomes[i].is_some() {
                     continue;
                 }
@@ -268,29 +287,16 @@ impl Ledger {
                     continue;
                 }
                 seq += 1;
-                let stored = StoredEvent {
-                    seq,
-                    ingested_ms: now,
-                    event,
-                };
-                hash = builder.push_with(&hash, |buf| {
-                    rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
-                        &stored,
-                        buf,
-                        arena.acquire(),
-                    )?;
-                    Ok(())
-                })?;
-                if let Some(h) = id_hash[i] {
+                let archive = batch.stamp(i, seq, now);
+                if !builder.fits(archive.len()) {
+                    blocks.insert(block_first, builder.finish().as_slice())?;
+                    block_first = seq;
+                }
+                hash = builder.push(&hash, archive);
+                if let Some(h) = batch.id_hash(i) {
                     new_ids.push((h, seq));
                 }
                 outcomes[i] = Some(Outcome::Stored(seq));
-                if builder.len() >= block::MAX_BLOCK_EVENTS
-                    || builder.data_len() >= block::MAX_BLOCK_BYTES
-                {
-                    blocks.insert(block_first, builder.finish().as_slice())?;
-                    block_first = seq + 1;
-                }
             }
             if !builder.is_empty() {
                 blocks.insert(block_first, builder.finish().as_slice())?;

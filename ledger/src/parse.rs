@@ -329,11 +329,11 @@ fn event_from_fields(mut f: Fields) -> Res<Event> {
             let Some(raw) = f.take(&["run"], "run")? else {
                 return reject("missing required field `run`");
             };
-            let (run, _) = run_fields(object_of(raw, "run")?, "run", false)?;
+            let (run, _) = run_fields(object_of(raw, "run")?, false)?;
             if run.operation.is_none() {
                 return reject("missing required field `run.operation`");
             }
-            Body::Started { run }
+            Body::Started { run: Box::new(run) }
         }
         TypeKind::Progress => {
             let path = req_string(&mut f, &["path"], "path")?;
@@ -373,7 +373,7 @@ fn event_from_fields(mut f: Fields) -> Res<Event> {
                 return reject("missing required field `error`");
             };
             Body::Failed {
-                error: error_info(raw, "error")?,
+                error: Box::new(error_info(raw, "error")?),
                 duration_ms: opt_int(&mut f, &["duration_ms", "durationMs"], "duration_ms")?,
             }
         }
@@ -475,52 +475,50 @@ struct CheckpointExtras {
 
 /// Reads the context fields of a `run` object, resolving every alias. With `checkpoint`, also
 /// takes the context object's own `id`, `status`, `timestamp`, `duration`, `output`, `error`.
-fn run_fields(mut f: Fields, label: &str, checkpoint: bool) -> Res<(RunFields, CheckpointExtras)> {
-    let l = |name: &str| format!("{label}.{name}");
+fn run_fields(mut f: Fields, checkpoint: bool) -> Res<(RunFields, CheckpointExtras)> {
     let mut extras = CheckpointExtras::default();
     if checkpoint {
-        extras.id = opt_string(&mut f, &["id"], &l("id"))?;
-        extras.status = opt_string(&mut f, &["status"], &l("status"))?;
+        extras.id = opt_string(&mut f, &["id"], "run.id")?;
+        extras.status = opt_string(&mut f, &["status"], "run.status")?;
         extras.timestamp = f
-            .take(&["timestamp"], &l("timestamp"))?
-            .map(|r| ts_of(r, &l("timestamp")))
+            .take(&["timestamp"], "run.timestamp")?
+            .map(|r| ts_of(r, "run.timestamp"))
             .transpose()?;
-        extras.duration = opt_int(&mut f, &["duration", "duration_ms"], &l("duration"))?;
-        extras.output = opt_json(&mut f, &["output"], &l("output"))?;
+        extras.duration = opt_int(&mut f, &["duration", "duration_ms"], "run.duration")?;
+        extras.output = opt_json(&mut f, &["output"], "run.output")?;
         extras.error = f
-            .take(&["error"], &l("error"))?
-            .map(|r| error_info(r, &l("error")))
+            .take(&["error"], "run.error")?
+            .map(|r| error_info(r, "run.error"))
             .transpose()?;
     }
-    let options = f.take(&["options"], &l("options"))?;
+    let options = f.take(&["options"], "run.options")?;
     // Aliases that live inside `options` (coworker passes them there).
     let (mut o_parent, mut o_chain, mut o_step_index) = (None, None, None);
     if let Some(o) = options {
-        let mut of = object_of(o, &l("options"))?;
-        let ol = |name: &str| format!("{label}.options.{name}");
-        o_parent = opt_string(&mut of, &["parentRunId"], &ol("parentRunId"))?;
-        o_chain = opt_string(&mut of, &["chainId"], &ol("chainId"))?;
-        o_step_index = opt_int(&mut of, &["stepIndex"], &ol("stepIndex"))?;
+        let mut of = object_of(o, "run.options")?;
+        o_parent = opt_string(&mut of, &["parentRunId"], "run.options.parentRunId")?;
+        o_chain = opt_string(&mut of, &["chainId"], "run.options.chainId")?;
+        o_step_index = opt_int(&mut of, &["stepIndex"], "run.options.stepIndex")?;
     }
     let run = RunFields {
-        operation: opt_string(&mut f, &["operation"], &l("operation"))?,
-        doctype: opt_string(&mut f, &["doctype", "from", "into"], &l("doctype"))?,
-        template: opt_string(&mut f, &["template"], &l("template"))?,
-        flow: opt_string(&mut f, &["flow"], &l("flow"))?,
-        owner: opt_string(&mut f, &["owner"], &l("owner"))?,
-        agent: opt_string(&mut f, &["agent"], &l("agent"))?,
-        role: opt_string(&mut f, &["role"], &l("role"))?,
+        operation: opt_string(&mut f, &["operation"], "run.operation")?,
+        doctype: opt_string(&mut f, &["doctype", "from", "into"], "run.doctype")?,
+        template: opt_string(&mut f, &["template"], "run.template")?,
+        flow: opt_string(&mut f, &["flow"], "run.flow")?,
+        owner: opt_string(&mut f, &["owner"], "run.owner")?,
+        agent: opt_string(&mut f, &["agent"], "run.agent")?,
+        role: opt_string(&mut f, &["role"], "run.role")?,
         parent_run_id: opt_string(
             &mut f,
             &["parent_run_id", "parentRunId"],
-            &l("parent_run_id"),
+            "run.parent_run_id",
         )?
         .or(o_parent),
-        chain_id: opt_string(&mut f, &["chain_id", "chainId"], &l("chain_id"))?.or(o_chain),
-        step_id: opt_string(&mut f, &["step_id", "stepId"], &l("step_id"))?,
-        step_index: opt_int(&mut f, &["step_index", "stepIndex"], &l("step_index"))?
+        chain_id: opt_string(&mut f, &["chain_id", "chainId"], "run.chain_id")?.or(o_chain),
+        step_id: opt_string(&mut f, &["step_id", "stepId"], "run.step_id")?,
+        step_index: opt_int(&mut f, &["step_index", "stepIndex"], "run.step_index")?
             .or(o_step_index),
-        input: opt_json(&mut f, &["input"], &l("input"))?,
+        input: opt_json(&mut f, &["input"], "run.input")?,
         options: options.map(|o| o.get().to_owned()),
         extra: f.rest(),
     };
@@ -536,7 +534,7 @@ fn checkpoint(
     let Some(raw) = f.take(&["run"], "run")? else {
         return reject("missing required field `run`");
     };
-    let (run, x) = run_fields(object_of(raw, "run")?, "run", true)?;
+    let (run, x) = run_fields(object_of(raw, "run")?, true)?;
     let run_id = match run_id.or(x.id) {
         Some(r) => id_string(r, "run_id")?,
         None => return reject("missing required field `run.id` (or `run_id`)"),
@@ -566,10 +564,10 @@ fn checkpoint(
         run_id,
         id,
         body: Body::Checkpoint {
-            run,
+            run: Box::new(run),
             status,
             output: x.output,
-            error: x.error,
+            error: x.error.map(Box::new),
             duration_ms,
         },
         extra: f.rest(),

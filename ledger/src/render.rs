@@ -153,7 +153,7 @@ pub fn write_event_json(ev: &ArchivedStoredEvent, ledger_fields: bool, out: &mut
             run_json(
                 run,
                 o.out,
-                Some((status.get().as_str(), output, error.as_ref())),
+                Some((status.get().as_str(), output, error.as_ref().map(|e| &**e))),
             );
             if let Some(d) = duration_ms.as_ref() {
                 o.int("duration_ms", d.to_native());

@@ -41,6 +41,21 @@ pub fn verify_log(ledger: &Ledger, against: Option<(u64, Hash)>) -> Result<Verif
     let mut good = 0u64;
     let mut broken = false;
     let mut against_seen = false;
+    if let Some((0, ahash)) = against {
+        // The empty log's head: every log extends it.
+        against_seen = true;
+        if ahash != [0; 32] {
+            problems.push(Problem {
+                seq: 0,
+                what: format!(
+                    "the log does not extend the given head: seq 0 (the empty log) has hash {}, \
+                     not {}",
+                    block::hex(&[0; 32]),
+                    block::hex(&ahash)
+                ),
+            });
+        }
+    }
     reader.raw_blocks(|first, bytes| {
         if first != expected {
             problems.push(Problem {

@@ -1,8 +1,14 @@
 //! Questions asked of a runledger log: search, replay, statistics and export, on top of the
 //! `ledger` crate's log and projections.
 
+pub mod check;
+pub mod diff;
 pub mod error;
+pub mod export;
+pub mod replay;
 pub mod search;
+pub mod stats;
+pub mod timeline;
 
 pub use error::{Error, Result};
 

@@ -1,14 +1,205 @@
-//! `runledger serve` (not built yet).
-use std::process::ExitCode;
+//! `runledger serve`: the HTTP API (tokio + axum).
+//!
+//! - [`writer`]: one dedicated thread owns appends and group-commits concurrent posts;
+//! - [`routes`]: ingest, the query endpoints, health;
+//! - [`auth`]: bearer tokens with scopes from `--token-file`;
+//! - [`sse`]: the live tail (`/v1/stream`);
+//! - [`metrics`]: counters and the commit-latency histogram for `/metrics`;
+//! - [`cors`]: `--cors-origin` for browser pages on other origins;
+//! - [`catchup`]: the background thread that keeps projections and the search index current.
+//!
+//! Shutdown (SIGINT/SIGTERM): the listener stops accepting, in-flight requests finish (within
+//! [`DRAIN_TIMEOUT`]), live tails end, the writer commits what it was handed, and a last
+//! catch-up runs. An event is acknowledged only after its commit is durable.
 
-use crate::ctx::{Ctx, Problem};
+mod auth;
+mod catchup;
+mod cors;
+mod metrics;
+mod routes;
+mod sse;
+mod writer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use ledger::Ledger;
+use tokio::sync::watch;
+
+use crate::ctx::Ctx;
+
+/// Default body limit of `POST /v1/events`: 64 MiB.
+pub const DEFAULT_MAX_BODY: usize = 64 << 20;
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub addr: SocketAddr,
+    /// Tokens and their scopes: one `TOKEN SCOPE[,SCOPE]` per line (scopes: ingest, read);
+    /// `#` starts a comment. Without it, no authentication.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
+    pub max_body: usize,
+    /// Size limit of one event, in bytes.
+    #[arg(long, default_value_t = ledger::DEFAULT_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+    /// Shortest time between two catch-ups of the projections and the search index while
+    /// events keep arriving, in ms (longer: cheaper ingest, staler reads of the head).
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub catch_up_interval: u64,
+    /// Let browser pages from ORIGIN call the API (CORS); repeatable, `*` for any origin.
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_origin: Vec<String>,
+    /// Allow a non-loopback address without a token file (anyone who can reach it can write).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
-pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    Err(Problem("`serve` is not available in this build yet".into()).into())
+/// Everything the handlers share.
+pub(crate) struct AppState {
+    pub ledger: Arc<Ledger>,
+    pub writer: writer::WriterHandle,
+    pub tokens: Option<auth::Tokens>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// The head, updated by the writer after each commit.
+    pub head_rx: watch::Receiver<ledger::Head>,
+    /// The projections' watermark, updated by the catch-up thread.
+    pub applied_rx: watch::Receiver<u64>,
+    /// Becomes `true` when the server is shutting down (ends live tails).
+    pub shutdown_rx: watch::Receiver<bool>,
+    pub max_body: usize,
+    pub max_event_bytes: usize,
+    /// Origins allowed by CORS (`*`: any).
+    pub cors_origins: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    // Flags first, before any I/O on the ledger.
+    let tokens = match &args.token_file {
+        Some(p) => Some(auth::Tokens::load(p)?),
+        None => None,
+    };
+    if tokens.is_none() && !args.addr.ip().is_loopback() && !args.insecure_no_auth {
+        bail!(
+            "refusing to serve on {} without authentication: pass --token-file FILE, or \
+             --insecure-no-auth to serve a non-loopback address to anyone",
+            args.addr
+        );
+    }
+    if args.max_body == 0 {
+        bail!("--max-body must be at least 1 byte");
+    }
+
+    let ledger = Arc::new(ctx.open_for_write()?);
+    let head = ledger.head()?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (head_tx, head_rx) = watch::channel(head);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let catchup = catchup::CatchUp::start(
+        Arc::clone(&ledger),
+        Duration::from_millis(args.catch_up_interval),
+    )?;
+    let (writer, writer_thread) =
+        writer::start(Arc::clone(&ledger), Arc::clone(&metrics), head_tx)?;
+
+    let state = Arc::new(AppState {
+        ledger: Arc::clone(&ledger),
+        writer,
+        tokens,
+        metrics,
+        head_rx,
+        applied_rx: catchup.applied_rx(),
+        shutdown_rx,
+        max_body: args.max_body,
+        max_event_bytes: args.max_event_bytes,
+        cors_origins: args.cors_origin,
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("runledger-http")
+        .build()
+        .context("starting the async runtime")?;
+    let served = rt.block_on(serve(args.addr, state, shutdown_tx));
+    // Handlers still holding the state (timed-out requests) are dropped with the runtime.
+    rt.shutdown_timeout(Duration::from_secs(1));
+
+    // The writer ends once every sender is gone, after committing what it was handed.
+    let writer_result = writer_thread.join();
+    let final_catchup = catchup.finish();
+    served?;
+    match writer_result {
+        Ok(()) => {}
+        Err(_) => bail!("the writer thread panicked"),
+    }
+    final_catchup.context("final catch-up of projections and the search index")?;
+    eprintln!("runledger serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown_tx: watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    eprintln!("runledger serve: listening on http://{local}");
+    let app = routes::router(Arc::clone(&state));
+    drop(state);
+
+    let (signalled_tx, mut signalled_rx) = watch::channel(false);
+    let shutdown = async move {
+        wait_for_signal().await;
+        eprintln!("runledger serve: shutting down");
+        let _ = shutdown_tx.send(true);
+        let _ = signalled_tx.send(true);
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        r = &mut server => r.context("serving HTTP")?,
+        _ = async {
+            let _ = signalled_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => {
+            eprintln!(
+                "runledger serve: in-flight requests did not finish within {}s; stopping anyway",
+                DRAIN_TIMEOUT.as_secs()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }

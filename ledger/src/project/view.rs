@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use redb::{ReadOnlyTable, ReadableTable};
 use serde_json::{json, Map, Value};
 
-use super::projector::{applied_in, fold_until};
+use super::projector::{applied_in, fold_until, sort_key};
 use super::run::{RunState, Status};
 use super::tables::*;
 use crate::error::{Error, Result};
@@ -317,22 +317,11 @@ impl View {
         }
     }
 
-    /// `runledger runs`.
+    /// `runledger runs`: newest first by start time (else end time, else last event).
     pub fn runs_json(&self, f: &RunFilter) -> Result<Value> {
-        let lo = (f.since_ms.unwrap_or(i64::MIN), "");
         let mut total = 0u64;
         let mut out = Vec::new();
-        // Newest first.
-        for item in self.by_start.range(lo..)?.rev() {
-            let (k, _) = item?;
-            let (start, id) = k.value();
-            if f.until_ms.is_some_and(|u| start > u) {
-                continue;
-            }
-            let Some(r) = self.run(id)? else { continue };
-            if !f.matches(&r) {
-                continue;
-            }
+        let mut take = |r: &RunState| {
             total += 1;
             if total as usize > f.offset && out.len() < f.limit {
                 out.push(json!({
@@ -345,6 +334,40 @@ impl View {
                     "started_at": r.started_ms.map(rfc3339),
                     "duration_ms": r.duration_ms(),
                 }));
+            }
+        };
+        let in_range = |key: i64| {
+            f.since_ms.is_none_or(|s| key >= s) && f.until_ms.is_none_or(|u| key <= u)
+        };
+        if self.at >= self.applied {
+            // The index holds every run's current listing time: walk it newest first.
+            let lo = (f.since_ms.unwrap_or(i64::MIN), "");
+            for item in self.by_start.range(lo..)?.rev() {
+                let (k, _) = item?;
+                let (key, id) = k.value();
+                if !in_range(key) {
+                    continue;
+                }
+                let Some(r) = self.run(id)? else { continue };
+                if f.matches(&r) {
+                    take(&r);
+                }
+            }
+        } else {
+            // A run's listing time can change as later events arrive (a completion before
+            // its start): order by the time known as of `at`.
+            let mut rows = Vec::new();
+            for item in self.by_start.iter()? {
+                let (k, _) = item?;
+                let Some(r) = self.run(k.value().1)? else { continue };
+                let key = sort_key(&r);
+                if in_range(key) && f.matches(&r) {
+                    rows.push((key, r));
+                }
+            }
+            rows.sort_by(|a, b| (b.0, &b.1.run_id).cmp(&(a.0, &a.1.run_id)));
+            for (_, r) in &rows {
+                take(r);
             }
         }
         Ok(json!({"at_seq": self.at, "runs": out, "total": total}))

@@ -1,0 +1,266 @@
+//! `runledger export`: the log as tables for DuckDB, Spark or anything that reads Parquet,
+//! NDJSON or CSV.
+//!
+//! # Layout
+//! `DIR/<table>/date=YYYY-MM-DD/part-<first seq>-<last seq>.<ext>` for the tables `runs`,
+//! `events` and `doc_changes` ([`table`]), partitioned by the UTC day of the event's `ts` (for a
+//! run: of its start, else its end, else its first event), plus `DIR/manifest.json`
+//! ([`manifest::Manifest`]). `<first seq>-<last seq>` is the seq range of the export that wrote
+//! the file, so exports never overwrite each other's files.
+//!
+//! # Incremental exports
+//! Without `since_seq`, an export continues after the last seq recorded in the manifest: it
+//! writes the events with a larger seq, their record changes, and every run those events touched
+//! — as the run stands at the export's last seq. A run touched again later is written again in a
+//! newer part; its newest row is the one with the largest `last_seq`.
+//!
+//! `since_ms`/`until_ms` keep only rows whose time (the partition time above) is in the range;
+//! the manifest's seq still advances to the export's last seq.
+
+pub mod manifest;
+pub mod parquet;
+pub mod table;
+pub mod writer;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use ledger::event::ArchivedBody;
+use ledger::project::{RunState, View};
+use ledger::render::{rfc3339, write_event_json};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::stats::Roots;
+use manifest::{ExportRecord, FileEntry, Manifest};
+use table::{Cell, Row, DOC_CHANGES, EVENTS, RUNS};
+use writer::{utc_day, Format, Sink};
+
+/// What to export, and where.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub format: Format,
+    pub out: PathBuf,
+    /// Rows whose time is at or after this (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// Rows whose time is at or before this.
+    pub until_ms: Option<i64>,
+    /// Export the events after this seq (default: after the manifest's `last_seq`).
+    pub since_seq: Option<u64>,
+}
+
+impl ExportOptions {
+    fn keeps(&self, t: i64) -> bool {
+        self.since_ms.is_none_or(|s| t >= s) && self.until_ms.is_none_or(|u| t <= u)
+    }
+}
+
+/// Exports the events after the last exported seq up to the view's seq, and updates the
+/// manifest. Returns `{"out","format","from_seq","to_seq","rows":{table:n},"files":[…],
+/// "total_rows":{table:n}}` (`files`: the files written by this export).
+///
+/// # Errors
+/// I/O errors; [`Error::BadQuery`] when the directory holds an export in another format.
+pub fn export(view: &View, opts: &ExportOptions) -> Result<Value> {
+    std::fs::create_dir_all(&opts.out)?;
+    let mut manifest = match Manifest::load(&opts.out)? {
+        Some(m) if m.format != opts.format.as_str() => {
+            return Err(Error::BadQuery(format!(
+                "{} holds a {} export; export {} to another directory",
+                opts.out.display(),
+                m.format,
+                opts.format.as_str()
+            )))
+        }
+        Some(m) => m,
+        None => Manifest::new(opts.format.as_str()),
+    };
+    let from = opts.since_seq.unwrap_or(manifest.last_seq) + 1;
+    let to = view.at();
+    let mut files: Vec<FileEntry> = Vec::new();
+    let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+    if from <= to {
+        files = write_range(view, opts, from, to)?;
+        for f in &files {
+            *rows.entry(f.table.clone()).or_default() += f.rows;
+        }
+        manifest.add_files(&files);
+        manifest.last_seq = manifest.last_seq.max(to);
+        manifest.exports.push(ExportRecord {
+            from_seq: from,
+            to_seq: to,
+            exported_at: rfc3339(chrono::Utc::now().timestamp_millis()),
+            since: opts.since_ms.map(rfc3339),
+            until: opts.until_ms.map(rfc3339),
+            rows: rows.clone(),
+        });
+        manifest.save(&opts.out)?;
+    } else if !opts.out.join("manifest.json").exists() {
+        manifest.save(&opts.out)?;
+    }
+    for t in table::TABLES {
+        rows.entry(t.name.to_owned()).or_default();
+    }
+    let files_json: Vec<Value> = files
+        .iter()
+        .map(|f| json!({"table": f.table, "path": f.path, "rows": f.rows, "bytes": f.bytes}))
+        .collect();
+    Ok(json!({
+        "out": opts.out.display().to_string(),
+        "format": opts.format.as_str(),
+        "from_seq": from,
+        "to_seq": to,
+        "up_to_date": from > to,
+        "rows": rows,
+        "bytes": files.iter().map(|f| f.bytes).sum::<u64>(),
+        "files": files_json,
+        "total_rows": manifest.rows(),
+        "last_seq": manifest.last_seq,
+    }))
+}
+
+/// Writes the three tables for the events `from..=to`.
+fn write_range(view: &View, opts: &ExportOptions, from: u64, to: u64) -> Result<Vec<FileEntry>> {
+    let mut events = Sink::new(&EVENTS, opts.format, &opts.out, from, to);
+    let mut docs = Sink::new(&DOC_CHANGES, opts.format, &opts.out, from, to);
+    let mut roots = Roots::new();
+    let mut touched: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut failure: Option<Error> = None;
+    let mut days = Days::default();
+    view.reader().scan(from, to, |_, ev| {
+        let e = &ev.event;
+        let run_id = e.run_id.as_str();
+        if !seen.contains(run_id) {
+            seen.insert(run_id.to_owned());
+            touched.push(run_id.to_owned());
+        }
+        let ts = e.ts_ms.to_native();
+        if !opts.keeps(ts) {
+            return Ok(true);
+        }
+        let seq = ev.seq.to_native();
+        let day = days.day(ts);
+        let mut body = String::with_capacity(256);
+        write_event_json(ev, false, &mut body);
+        let row: Row = vec![
+            Cell::Int(seq as i64),
+            Cell::Ts(ts),
+            Cell::Ts(ev.ingested_ms.to_native()),
+            Cell::Str(e.body.type_name().to_owned()),
+            Cell::Str(run_id.to_owned()),
+            Cell::opt_str(e.id.as_deref()),
+            Cell::Json(body),
+        ];
+        let step = || -> Result<()> {
+            events.push(day.clone(), seq, row)?;
+            if let ArchivedBody::Doc {
+                change,
+                doctype,
+                name,
+                data,
+                before,
+            } = &e.body
+            {
+                let (root, template) = roots.resolve_in(view, run_id)?;
+                let doc: Row = vec![
+                    Cell::Int(seq as i64),
+                    Cell::Ts(ts),
+                    Cell::Str(change.get().as_str().to_owned()),
+                    Cell::Str(doctype.to_string()),
+                    Cell::Str(name.to_string()),
+                    Cell::Str(run_id.to_owned()),
+                    Cell::Str(root),
+                    Cell::opt_str(template.as_deref()),
+                    Cell::opt_json(data.as_deref()),
+                    Cell::opt_json(before.as_deref()),
+                ];
+                docs.push(day.clone(), seq, doc)?;
+            }
+            Ok(())
+        };
+        match step() {
+            Ok(()) => Ok(true),
+            Err(err) => {
+                failure = Some(err);
+                Ok(false)
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut days = Days::default();
+    let mut runs = Sink::new(&RUNS, opts.format, &opts.out, from, to);
+    // In key order: neighbouring runs share B-tree pages, so reading them is mostly sequential.
+    touched.sort_unstable();
+    for id in &touched {
+        let Some(r) = view.run(id)? else { continue };
+        let t = match r.started_ms.or(r.ended_ms) {
+            Some(t) => t,
+            None => view
+                .reader()
+                .with_event(r.first_seq, |ev| ev.event.ts_ms.to_native())?
+                .unwrap_or(0),
+        };
+        if !opts.keeps(t) {
+            continue;
+        }
+        let (root, template) = roots.resolve_run(view, &r)?;
+        runs.push(days.day(t), r.last_seq, run_row(&r, root, template))?;
+    }
+    let mut files = runs.finish()?;
+    files.extend(events.finish()?);
+    files.extend(docs.finish()?);
+    Ok(files)
+}
+
+/// `YYYY-MM-DD` of times, remembering the last day (events come roughly in time order).
+#[derive(Default)]
+struct Days {
+    last: Option<(i64, String)>,
+}
+
+impl Days {
+    fn day(&mut self, ms: i64) -> String {
+        let n = ms.div_euclid(86_400_000);
+        match &self.last {
+            Some((d, s)) if *d == n => s.clone(),
+            _ => {
+                let s = utc_day(ms);
+                self.last = Some((n, s.clone()));
+                s
+            }
+        }
+    }
+}
+
+/// A run as a row of the `runs` table.
+pub fn run_row(r: &RunState, root: String, root_template: Option<String>) -> Row {
+    let f = &r.fields;
+    vec![
+        Cell::Str(r.run_id.clone()),
+        Cell::opt_str(f.operation.as_deref()),
+        Cell::opt_str(f.doctype.as_deref()),
+        Cell::opt_str(f.template.as_deref().or(f.flow.as_deref())),
+        Cell::Str(root),
+        Cell::opt_str(root_template.as_deref()),
+        Cell::Str(r.status().as_str().to_owned()),
+        Cell::opt_str(f.parent_run_id.as_deref()),
+        Cell::opt_str(f.chain_id.as_deref()),
+        Cell::opt_str(f.step_id.as_deref()),
+        Cell::opt_int(f.step_index),
+        Cell::opt_str(f.owner.as_deref()),
+        Cell::opt_str(f.agent.as_deref()),
+        Cell::opt_str(f.role.as_deref()),
+        Cell::opt_ts(r.started_ms),
+        Cell::opt_ts(r.ended_ms),
+        Cell::opt_int(r.duration_ms()),
+        Cell::Int(i64::from(r.events)),
+        Cell::Int(r.first_seq as i64),
+        Cell::Int(r.last_seq as i64),
+        Cell::opt_json(f.input.as_deref()),
+        Cell::opt_json(r.output.as_deref()),
+        Cell::opt_json(r.error.as_deref()),
+    ]
+}

@@ -1,0 +1,289 @@
+//! Crash safety: `kill -9` of the real binary at random moments — while ingesting, while
+//! catching up projections — then the ledger must open, verify, hold every event that was
+//! reported stored, and answer as a ledger that never crashed.
+//!
+//! The kill delays and the workload come from a seed printed on stderr; set
+//! `RUNLEDGER_TEST_SEED` to replay one.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ledger::workload::{write_ndjson, WorkloadConfig};
+use serde_json::Value;
+
+use crate::common::{join_lines, seed, Ledger, Rng};
+
+const CHUNK_LINES: usize = 2_000;
+
+fn workload_lines(seed: u64, roots: usize) -> Vec<String> {
+    let mut buf = Vec::new();
+    write_ndjson(&WorkloadConfig::new(seed, roots), &mut buf).expect("generating the workload");
+    String::from_utf8(buf)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn id_of(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line).expect("workload line is JSON");
+    v.get("id").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Every client id stored in the log, read with the library.
+fn stored_ids(l: &Ledger) -> (BTreeSet<String>, u64) {
+    let lib = l.open();
+    let r = lib.reader().expect("reader");
+    let mut ids = BTreeSet::new();
+    let mut n = 0u64;
+    r.scan(1, u64::MAX, |_, ev| {
+        n += 1;
+        if let Some(id) = ev.event.id.as_ref() {
+            assert!(ids.insert(id.to_string()), "id {id} stored twice");
+        }
+        Ok(true)
+    })
+    .expect("scanning the log");
+    (ids, n)
+}
+
+/// Spawns `ARGS`, SIGKILLs it after `delay` (unless it finished first). Returns the exit code
+/// and stderr when it finished on its own, `None` when it was killed.
+fn run_and_kill(l: &Ledger, args: &[&str], delay: Duration) -> Option<(i32, String)> {
+    let mut cmd = l.cmd(args).cmd;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning runledger");
+    let start = Instant::now();
+    let mut status = None;
+    while start.elapsed() < delay {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if status.is_none() {
+        status = child.try_wait().expect("try_wait");
+    }
+    match status {
+        Some(s) => {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            Some((s.code().unwrap_or(-1), err))
+        }
+        None => {
+            child.kill().expect("kill -9"); // SIGKILL on Unix
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
+#[track_caller]
+fn assert_verifies(l: &Ledger, when: &str) -> u64 {
+    let (code, v) = l.verify(&[]);
+    assert_eq!(code, 0, "{when}: verify after a crash: {v}");
+    assert_eq!(v["ok"], true, "{when}: {v}");
+    v["events"].as_u64().unwrap()
+}
+
+#[test]
+fn kill_during_ingest_loses_nothing_reported_stored() {
+    let seed = seed("kill_during_ingest");
+    let mut rng = Rng(seed);
+    const ITERATIONS: usize = 10;
+    let lines = workload_lines(seed, 2_700);
+    let chunks: Vec<&[String]> = lines.chunks(CHUNK_LINES).collect();
+    assert!(chunks.len() > ITERATIONS, "{} chunks", chunks.len());
+    let l = Ledger::new();
+    let files: Vec<_> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| l.write(&format!("chunk-{i}.ndjson"), &join_lines(c)))
+        .collect();
+    let ingest = |i: usize| -> Vec<String> {
+        vec![
+            "ingest".into(),
+            files[i].to_string_lossy().into_owned(),
+            "--json".into(),
+        ]
+    };
+
+    // Chunks whose ingest exited 0: everything in them must stay stored.
+    let mut done: Vec<usize> = Vec::new();
+    // The highest seq an ingest reported stored.
+    let mut reported = 0u64;
+    let mut kills = 0;
+    for it in 0..ITERATIONS {
+        // Retry the chunk the previous crash interrupted (or the first): it must succeed.
+        let args = ingest(it);
+        let (code, rep, err) = l.cmd(&args[..2]).json();
+        assert_eq!(code, 0, "iteration {it}: ingest after a crash: {err}");
+        assert_eq!(rep["rejected"], 0);
+        reported = reported.max(rep["last_seq"].as_u64().unwrap_or(0));
+        done.push(it);
+
+        // Then the next chunk, killed at a random moment.
+        let delay = Duration::from_millis(rng.range(5, 300));
+        let args = ingest(it + 1);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match run_and_kill(&l, &args, delay) {
+            None => kills += 1,
+            Some((0, _)) => done.push(it + 1),
+            Some((c, err)) => panic!("iteration {it}: ingest exited {c}: {err} (seed {seed})"),
+        }
+
+        // The file opens and verifies, and holds at least what was reported stored.
+        let events = assert_verifies(&l, &format!("iteration {it} (seed {seed})"));
+        assert!(
+            events >= reported,
+            "iteration {it}: {events} events after the crash, {reported} were reported stored \
+             (seed {seed})"
+        );
+    }
+    assert!(kills > 0, "no ingest was ever killed mid-way (seed {seed})");
+
+    // Every id of every completed chunk is in the log, once; nothing that was never sent is.
+    let (ids, _) = stored_ids(&l);
+    let sent: BTreeSet<String> = chunks[..=ITERATIONS]
+        .iter()
+        .flat_map(|c| c.iter().filter_map(|l| id_of(l)))
+        .collect();
+    assert!(ids.is_subset(&sent));
+    for &c in &done {
+        for line in chunks[c] {
+            if let Some(id) = id_of(line) {
+                assert!(
+                    ids.contains(&id),
+                    "event {id} of chunk {c}, reported stored, is gone (seed {seed})"
+                );
+            }
+        }
+    }
+
+    // Re-ingesting every completed chunk stores only the events without ids.
+    done.sort_unstable();
+    done.dedup();
+    let all: Vec<&String> = done.iter().flat_map(|&c| chunks[c].iter()).collect();
+    let with_id = all.iter().filter(|l| id_of(l).is_some()).count();
+    let file = l.write("again.ndjson", &join_lines(&all));
+    let (code, rep, err) = l.cmd(&["ingest"]).arg(&file).json();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(rep["duplicates"], with_id, "{rep}");
+    assert_eq!(rep["accepted"], all.len() - with_id, "{rep}");
+    assert_verifies(&l, "at the end");
+}
+
+#[test]
+fn kill_during_projection_catch_up_recovers_the_same_answers() {
+    let seed = seed("kill_during_catch_up");
+    let mut rng = Rng(seed);
+    let lines = workload_lines(seed, 1_200);
+    let parts: Vec<&[String]> = lines.chunks(lines.len() / 4 + 1).collect();
+    let crashed = Ledger::new();
+    let mut kills = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let file = crashed.write(&format!("part-{i}.ndjson"), &join_lines(part));
+        let (code, rep, err) = crashed
+            .cmd(&["ingest", "--no-wait-indexed"])
+            .arg(&file)
+            .json();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(rep["rejected"], 0);
+        // Reading commands catch projections up first: kill them during it.
+        for q in [&["state"][..], &["runs"], &["state"]] {
+            let delay = Duration::from_millis(rng.range(5, 300));
+            let mut args = q.to_vec();
+            args.push("--json");
+            match run_and_kill(&crashed, &args, delay) {
+                None => kills += 1,
+                Some((0, _)) => {}
+                Some((c, err)) => panic!("{q:?} after a crash exited {c}: {err} (seed {seed})"),
+            }
+        }
+    }
+    assert!(kills > 0, "nothing was ever killed mid-way (seed {seed})");
+    assert_verifies(&crashed, &format!("after the crashes (seed {seed})"));
+
+    let clean = Ledger::new();
+    let file = clean.write("all.ndjson", &join_lines(&lines));
+    let (code, _, err) = clean.cmd(&["ingest"]).arg(&file).json();
+    assert_eq!(code, 0, "{err}");
+
+    for q in [
+        vec!["state"],
+        vec!["runs", "--limit", "1000000"],
+        vec![
+            "runs", "--root", "--status", "running", "--limit", "1000000",
+        ],
+    ] {
+        let a = crashed.ok(&q);
+        let b = clean.ok(&q);
+        assert!(
+            a == b,
+            "{q:?} after crashes differs from a clean ledger (seed {seed})"
+        );
+    }
+    // A sample of runs answers the same too.
+    let runs = clean.ok(&["runs", "--limit", "1000000"]);
+    let runs = runs["runs"].as_array().unwrap();
+    for _ in 0..10 {
+        let id = runs[rng.range(0, runs.len() as u64) as usize]["run_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            crashed.ok(&["show", &id]),
+            clean.ok(&["show", &id]),
+            "show {id}"
+        );
+        assert_eq!(
+            crashed.ok(&["tree", &id]),
+            clean.ok(&["tree", &id]),
+            "tree {id}"
+        );
+    }
+}
+
+/// Kills `ingest` late — after its events are durable, while projections and the search
+/// index catch up — again and again: every following command must still work.
+#[test]
+fn kill_while_indexing_leaves_the_ledger_usable() {
+    let seed = seed("kill_while_indexing");
+    let mut rng = Rng(seed);
+    let lines = workload_lines(seed, 2_000);
+    let chunks: Vec<&[String]> = lines.chunks(CHUNK_LINES / 2).collect();
+    let l = Ledger::new();
+    let file = |i: usize| l.write(&format!("c-{i}.ndjson"), &join_lines(chunks[i]));
+    // Calibrate: how long one whole ingest of a chunk takes here.
+    let f0 = file(0);
+    let start = Instant::now();
+    let (code, _, err) = l.cmd(&["ingest"]).arg(&f0).json();
+    assert_eq!(code, 0, "{err}");
+    let whole = start.elapsed().as_millis() as u64;
+    let mut kills = 0;
+    for i in 1..chunks.len() {
+        let f = file(i);
+        let f = f.to_string_lossy().into_owned();
+        let delay = Duration::from_millis(rng.range(whole / 2, whole * 5 / 4 + 1));
+        match run_and_kill(&l, &["ingest", &f, "--json"], delay) {
+            None => kills += 1,
+            Some((0, _)) => {}
+            Some((c, err)) => panic!("chunk {i}: ingest exited {c}: {err} (seed {seed})"),
+        }
+        let (code, _, err) = l.cmd(&["runs", "--limit", "1"]).json();
+        assert_eq!(
+            code, 0,
+            "chunk {i}: reading after a kill {delay:?} into an ingest (of ~{whole} ms) \
+             failed: {err} (seed {seed})"
+        );
+    }
+    assert!(kills > 0, "(seed {seed})");
+    assert_verifies(&l, &format!("at the end (seed {seed})"));
+}
