@@ -7,6 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (Some(file), Some(db)) = (args.get(1), args.get(2)) else {
         return Err("usage: ingest_profile FILE.ndjson DB".into());
     };
+    if file == "--gen" {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(db)?);
+        ledger::workload::write_ndjson(&ledger::workload::config_for_events(42, 1_000_000), &mut out)?;
+        return Ok(());
+    }
     if file == "--sizes" {
         return sizes(db);
     }

@@ -20,7 +20,7 @@ pub const MAX_REPORTED_ERRORS: usize = 100;
 ///
 /// # Defaults
 /// - `max_event_bytes`: 16 MiB ([`DEFAULT_MAX_EVENT_BYTES`])
-/// - `chunk_bytes`: 4 MiB of input per commit
+/// - `chunk_bytes`: 8 MiB of input per commit
 /// - `parsers`: the number of cores
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -33,7 +33,7 @@ impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
-            chunk_bytes: 4 << 20,
+            chunk_bytes: 8 << 20,
             parsers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
