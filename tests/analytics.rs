@@ -326,6 +326,80 @@ fn export_partitions_by_day_and_continues_from_the_manifest() {
 }
 
 #[test]
+fn export_since_until_keep_rows_of_the_range() {
+    let l = Ledger::new();
+    l.ingest_lines(&[
+        started("a", T, json!({"operation":"select"})),
+        completed("a", T + 5),
+        started("b", T + DAY, json!({"operation":"create"})),
+        completed("b", T + DAY + 5),
+    ]);
+    let out = l.path("day2");
+    let since = ledger::render::rfc3339(T + DAY);
+    let v = l.ok(&[
+        "export",
+        "--format",
+        "ndjson",
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--since",
+        &since,
+    ]);
+    assert_eq!(v["rows"], json!({"runs": 1, "events": 2, "doc_changes": 0}));
+    let runs = ndjson_rows(&out, "runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["run_id"], "b");
+    assert_eq!(
+        manifest(&out)["last_seq"],
+        4,
+        "the seq advances past filtered rows"
+    );
+}
+
+#[test]
+fn export_spreads_many_days_over_bounded_open_files() {
+    let l = Ledger::new();
+    // 70 days visited twice, interleaved: every file listed, every row in one.
+    let mut lines = Vec::new();
+    for round in 0..2i64 {
+        for d in 0..70i64 {
+            let id = format!("r-{round}-{d}");
+            lines.push(started(
+                &id,
+                T + d * DAY + round,
+                json!({"operation":"select"}),
+            ));
+        }
+    }
+    l.ingest_lines(&lines);
+    let out = l.path("days");
+    let v = l.ok(&[
+        "export",
+        "--format",
+        "ndjson",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(v["rows"]["events"], 140);
+    let m = manifest(&out);
+    let mut total = 0;
+    for f in m["files"].as_array().expect("files") {
+        let path = out.join(f["path"].as_str().expect("path"));
+        let text = std::fs::read_to_string(&path).expect("a listed file exists");
+        assert_eq!(
+            text.lines().count() as u64,
+            f["rows"].as_u64().expect("rows")
+        );
+        if f["table"] == "events" {
+            total += f["rows"].as_u64().unwrap_or(0);
+        }
+    }
+    assert_eq!(total, 140);
+    assert_eq!(ndjson_rows(&out, "events").len(), 140, "no stray files");
+    assert!(files(&out).iter().all(|f| !f.ends_with(".tmp")));
+}
+
+#[test]
 fn export_csv_has_a_header_and_quotes_json() {
     let l = Ledger::new();
     l.ingest_lines(&sample());
@@ -374,7 +448,8 @@ fn export_parquet_agrees_with_duckdb() {
         return;
     }
     let l = Ledger::new();
-    let demo = l.cmd(&["demo", "--runs", "200"]).run();
+    // ~24k events: enough for `stats` to read on several threads.
+    let demo = l.cmd(&["demo", "--runs", "2500"]).run();
     assert_eq!(demo.code, 0, "demo: {}", demo.stderr);
     let out = l.path("parquet");
     let out_s = out.to_str().expect("utf-8");

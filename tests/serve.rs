@@ -1077,7 +1077,11 @@ fn load_latency_at_fixed_rate() {
     let batch = env_num("RUNLEDGER_LOAD_BATCH", 100) as usize;
     let (bodies, n) = load_bodies(11, rate * secs, batch);
     let dir = tempdir();
-    let s = Server::start(&dir.path().join("l.db"), &[]);
+    let interval = std::env::var("RUNLEDGER_LOAD_CATCHUP_MS").unwrap_or_else(|_| "50".into());
+    let s = Server::start(
+        &dir.path().join("l.db"),
+        &["--catch-up-interval", &interval],
+    );
     // Each client sends one batch per period, open loop (sends on schedule, not after the
     // previous answer, unless that answer is late).
     let period = Duration::from_secs_f64(batch as f64 * clients as f64 / rate as f64);
@@ -1122,5 +1126,13 @@ fn load_latency_at_fixed_rate() {
         percentile(&lat, 0.99),
         lat.last().copied().unwrap_or_default(),
     );
+    let m = request(&s.addr, "GET", "/metrics", &[], b"").expect("metrics");
+    let text = String::from_utf8_lossy(&m.body);
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("runledger_commit_latency") || l.contains("lag_events "))
+    {
+        eprintln!("  {l}");
+    }
     assert_eq!(s.stop(), 0);
 }

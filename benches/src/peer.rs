@@ -70,6 +70,7 @@ pub trait Peer {
 /// breakdown of runledger's time.
 pub fn ingest_peers() -> Vec<Box<dyn Peer>> {
     use crate::sys_file::{Batch, PlainFile};
+    use crate::sys_ledger::{Probe, Stage};
     let commit_bytes = ledger::ingest::IngestOptions::default().chunk_bytes;
     vec![
         Box::new(crate::sys_ledger::Runledger),
@@ -80,8 +81,10 @@ pub fn ingest_peers() -> Vec<Box<dyn Peer>> {
             batch: Batch::Bytes(commit_bytes),
         }),
         Box::new(crate::sys_sqlite::Sqlite::default()),
-        Box::new(crate::sys_ledger::ParseOnly),
-        Box::new(crate::sys_ledger::AppendOnly::default()),
+        Box::new(Probe(Stage::Parse)),
+        Box::new(Probe(Stage::ParseEncode)),
+        Box::new(Probe(Stage::AppendEncoded)),
+        Box::new(Probe(Stage::Append)),
     ]
 }
 

@@ -35,6 +35,10 @@ impl Measurement {
     pub fn rate(&self) -> f64 {
         self.sample.events as f64 / self.sample.timing.secs.max(1e-9)
     }
+    /// CPU time per event, microseconds: unlike the rate, barely affected by other load.
+    pub fn cpu_us_per_event(&self) -> f64 {
+        self.sample.timing.cpu_secs * 1e6 / self.sample.events.max(1) as f64
+    }
     pub fn mb_per_s(&self) -> f64 {
         self.input_bytes as f64 / 1e6 / self.sample.timing.secs.max(1e-9)
     }
@@ -118,6 +122,7 @@ pub fn print_ingest(
         "disk/NDJSON",
         "peak RSS",
         "cores used",
+        "CPU µs/event",
         "commits",
         "vs runledger",
     ]);
@@ -135,6 +140,7 @@ pub fn print_ingest(
             }),
             m.peak_rss_bytes.map_or("-".into(), mib),
             format!("{:.2}", m.sample.timing.cores()),
+            format!("{:.2}", m.cpu_us_per_event()),
             m.sample.commits.map_or("-".into(), thousands),
             base.map_or("-".into(), |b| format!("{:.2}x", m.rate() / b)),
         ]);
@@ -158,6 +164,7 @@ pub fn print_ingest(
         "events/s",
         "s per 1M events",
         "cores used",
+        "CPU µs/event",
         "peak RSS",
         "vs ingest",
     ]);
@@ -167,13 +174,14 @@ pub fn print_ingest(
             thousands(rate as u64),
             format!("{:.3}", 1e6 / rate.max(1e-9)),
             m.map_or("-".into(), |m| format!("{:.2}", m.sample.timing.cores())),
+            m.map_or("-".into(), |m| format!("{:.2}", m.cpu_us_per_event())),
             m.and_then(|m| m.peak_rss_bytes).map_or("-".into(), mib),
             base.map_or("-".into(), |b| format!("{:.2}x", rate / b)),
         ]);
     };
     if let Some(m) = ms.iter().find(|m| m.system == "runledger") {
         add(
-            "ingest_reader (read+parse+append, pipelined)".into(),
+            "ingest_reader (read, parse+encode, append: pipelined)".into(),
             m.rate(),
             Some(m),
         );
@@ -181,12 +189,19 @@ pub fn print_ingest(
     for m in &parts {
         add(m.label.clone(), m.rate(), Some(m));
     }
-    let parse = ms.iter().find(|m| m.system == "runledger-parse");
-    let append = ms.iter().find(|m| m.system == "runledger-append");
-    if let (Some(p), Some(a)) = (parse, append) {
+    // The pipeline's two stages: parser threads (parse + encode) and the writer thread.
+    let parsers = ms.iter().find(|m| m.system == "runledger-encode");
+    let writer = ms.iter().find(|m| m.system == "runledger-append-encoded");
+    if let (Some(p), Some(w)) = (parsers, writer) {
         add(
-            "parse then append, one after the other (computed)".into(),
-            1.0 / (1.0 / p.rate() + 1.0 / a.rate()),
+            "parser stage then writer stage, no overlap (computed)".into(),
+            1.0 / (1.0 / p.rate() + 1.0 / w.rate()),
+            None,
+        );
+        let cpu_us = p.cpu_us_per_event() + w.cpu_us_per_event();
+        add(
+            format!("CPU-bound ceiling: {cores} cores / (parser + writer CPU) (computed)"),
+            cores as f64 * 1e6 / cpu_us.max(1e-9),
             None,
         );
     }

@@ -1,11 +1,22 @@
-//! runledger: the real bulk ingest, and two probes that split its time into parsing and
-//! appending.
+//! runledger: the real bulk ingest, and probes that split its time along the ingest pipeline.
+//!
+//! `ingest_reader` reads 8 MiB chunks, parses and encodes each chunk on a parser thread (one per
+//! core), and appends the encoded chunks in order on the calling thread, one durable commit per
+//! chunk. The probes time each stage alone on the same chunks (the same commit boundaries), with
+//! everything before the stage done before the clock starts:
+//! - parse only: `parse_event` on every line, all cores;
+//! - parse + encode: what the parser threads do (`parse_event` + `EncodedBatch::push`);
+//! - append encoded: what the writer thread does (`Ledger::append_encoded`: dedup, chain hash,
+//!   block packing, redb commit and fsync);
+//! - append: `Ledger::append` of parsed events (encoding on the writer thread), the API an
+//!   embedding program would call.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Result};
+use ledger::encode::EncodedBatch;
 use ledger::ingest::{ingest_reader, IngestOptions, IngestReport, IngestSink};
 use ledger::{Event, Ledger};
 
@@ -14,9 +25,6 @@ use crate::gen::Input;
 use crate::peer::{disk_use, Peer, Role, Sample};
 
 const DB_FILE: &str = "ledger.redb";
-
-/// Events per `Ledger::append` in the append-only probe (≈ one 4 MiB ingest chunk).
-pub const APPEND_BATCH: usize = 16_384;
 
 /// `ingest_reader` on the NDJSON file: reading, parsing on every core, durable group commits.
 pub struct Runledger;
@@ -74,109 +82,126 @@ impl Peer for Runledger {
     }
 }
 
-/// Parsing only: every line through `ledger::parse_event` on all cores, in 4 MiB chunks like
-/// ingest, events dropped. The file is read into memory before the clock starts.
-pub struct ParseOnly;
+/// Which stage of the pipeline a probe times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Parse,
+    ParseEncode,
+    AppendEncoded,
+    Append,
+}
 
-impl Peer for ParseOnly {
+/// One stage of runledger's ingest, timed alone.
+pub struct Probe(pub Stage);
+
+impl Peer for Probe {
     fn key(&self) -> String {
-        "runledger-parse".into()
-    }
-    fn label(&self) -> String {
-        format!("runledger parse only ({} threads)", parsers())
-    }
-    fn role(&self) -> Role {
-        Role::Breakdown
-    }
-
-    fn ingest(&self, input: &Input, _dir: &Path) -> Result<Sample> {
-        let bytes = std::fs::read(&input.path)?;
-        let chunks = split_chunks(&bytes, IngestOptions::default().chunk_bytes);
-        let clock = Clock::start();
-        let (counts, rejected) = parse_parallel(&chunks, parsers(), |events| events.len())?;
-        let timing = clock.stop();
-        let parsed: usize = counts.iter().sum();
-        Ok(Sample {
-            events: parsed as u64 + rejected,
-            stored: None,
-            timing,
-            disk: None,
-            commits: None,
-        })
-    }
-}
-
-/// Appending only: events parsed before the clock starts, then `Ledger::append` in batches of
-/// [`APPEND_BATCH`] on one thread (encoding, hashing, dedup, redb commit).
-pub struct AppendOnly {
-    pub batch: usize,
-}
-
-impl Default for AppendOnly {
-    fn default() -> Self {
-        AppendOnly {
-            batch: APPEND_BATCH,
+        match self.0 {
+            Stage::Parse => "runledger-parse",
+            Stage::ParseEncode => "runledger-encode",
+            Stage::AppendEncoded => "runledger-append-encoded",
+            Stage::Append => "runledger-append",
         }
-    }
-}
-
-impl Peer for AppendOnly {
-    fn key(&self) -> String {
-        "runledger-append".into()
+        .into()
     }
     fn label(&self) -> String {
-        format!(
-            "runledger append only ({} ev/commit)",
-            crate::report::thousands(self.batch as u64)
-        )
+        let n = parsers();
+        match self.0 {
+            Stage::Parse => format!("parse only ({n} threads)"),
+            Stage::ParseEncode => format!("parse + encode ({n} threads) = parser threads"),
+            Stage::AppendEncoded => "append_encoded (1 thread) = writer thread".into(),
+            Stage::Append => "append of parsed events (encode+append, 1 thread)".into(),
+        }
     }
     fn role(&self) -> Role {
         Role::Breakdown
     }
 
     fn ingest(&self, input: &Input, dir: &Path) -> Result<Sample> {
-        let batches: Vec<Vec<Event>> = {
-            let bytes = std::fs::read(&input.path)?;
-            let chunks = split_chunks(&bytes, IngestOptions::default().chunk_bytes);
-            let (parsed, _) = parse_parallel(&chunks, parsers(), |events| events)?;
-            let size = self.batch.max(1);
-            let mut batches = Vec::new();
-            let mut batch = Vec::with_capacity(size);
-            for event in parsed.into_iter().flatten() {
-                batch.push(event);
-                if batch.len() == size {
-                    batches.push(std::mem::replace(&mut batch, Vec::with_capacity(size)));
-                }
+        let bytes = std::fs::read(&input.path)?;
+        let chunks = split_chunks(&bytes, IngestOptions::default().chunk_bytes);
+        match self.0 {
+            Stage::Parse => {
+                let clock = Clock::start();
+                let counts = parse_parallel(&chunks, |chunk| {
+                    let mut n = 0u64;
+                    let rejected = parse_lines(chunk, |_event| {
+                        n += 1;
+                        Ok(())
+                    })?;
+                    Ok(n + rejected)
+                })?;
+                let timing = clock.stop();
+                Ok(Sample {
+                    events: counts.iter().sum(),
+                    timing,
+                    ..Sample::default()
+                })
             }
-            if !batch.is_empty() {
-                batches.push(batch);
+            Stage::ParseEncode => {
+                let clock = Clock::start();
+                let counts = parse_parallel(&chunks, |chunk| {
+                    let (batch, rejected) = encode_chunk(chunk)?;
+                    Ok(batch.len() as u64 + rejected)
+                })?;
+                let timing = clock.stop();
+                Ok(Sample {
+                    events: counts.iter().sum(),
+                    timing,
+                    ..Sample::default()
+                })
             }
-            batches
-        };
-        let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        let path = dir.join(DB_FILE);
-        let clock = Clock::start();
-        let ledger = Ledger::open(&path)?;
-        let (mut stored, mut commits) = (0u64, 0u64);
-        for batch in batches {
-            let outcomes = ledger.append(batch)?;
-            stored += outcomes
-                .iter()
-                .filter(|o| matches!(o, ledger::Outcome::Stored(_)))
-                .count() as u64;
-            commits += 1;
+            Stage::AppendEncoded => {
+                let batches = parse_parallel(&chunks, |chunk| Ok(encode_chunk(chunk)?.0))?;
+                drop(bytes);
+                let events = batches.iter().map(|b| b.len() as u64).sum();
+                timed_appends(dir, events, batches, |ledger, b| ledger.append_encoded(b))
+            }
+            Stage::Append => {
+                let batches = parse_parallel(&chunks, |chunk| {
+                    let mut events = Vec::with_capacity(chunk.len() / 200);
+                    parse_lines(chunk, |event| {
+                        events.push(event);
+                        Ok(())
+                    })?;
+                    Ok(events)
+                })?;
+                drop(bytes);
+                let events = batches.iter().map(|b| b.len() as u64).sum();
+                timed_appends(dir, events, batches, |ledger, b| ledger.append(b))
+            }
         }
-        let timing = clock.stop();
-        check_chain(&ledger, stored)?;
-        drop(ledger);
-        Ok(Sample {
-            events,
-            stored: Some(stored),
-            timing,
-            disk: Some(disk_use(dir)?),
-            commits: Some(commits),
-        })
     }
+}
+
+/// Opens a fresh ledger in `dir` and appends every batch, one commit each, on the clock.
+fn timed_appends<B>(
+    dir: &Path,
+    events: u64,
+    batches: Vec<B>,
+    append: impl Fn(&Ledger, B) -> ledger::Result<Vec<ledger::Outcome>>,
+) -> Result<Sample> {
+    let clock = Clock::start();
+    let ledger = Ledger::open(dir.join(DB_FILE))?;
+    let (mut stored, mut commits) = (0u64, 0u64);
+    for batch in batches {
+        let outcomes = append(&ledger, batch)?;
+        stored += outcomes
+            .iter()
+            .filter(|o| matches!(o, ledger::Outcome::Stored(_)))
+            .count() as u64;
+        commits += 1;
+    }
+    let timing = clock.stop();
+    check_chain(&ledger, stored)?;
+    drop(ledger);
+    Ok(Sample {
+        events,
+        stored: Some(stored),
+        timing,
+        disk: Some(disk_use(dir)?),
+        commits: Some(commits),
+    })
 }
 
 fn parsers() -> usize {
@@ -197,7 +222,8 @@ fn check_chain(ledger: &Ledger, stored: u64) -> Result<()> {
     Ok(())
 }
 
-/// Cuts `bytes` into pieces of about `size` bytes, each ending at a line end.
+/// Cuts `bytes` into pieces the way `ingest_reader` does: `size` bytes, then back to the last
+/// line end.
 fn split_chunks(bytes: &[u8], size: usize) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut rest = bytes;
@@ -205,8 +231,8 @@ fn split_chunks(bytes: &[u8], size: usize) -> Vec<&[u8]> {
         let cut = if rest.len() <= size {
             rest.len()
         } else {
-            match rest[size..].iter().position(|&b| b == b'\n') {
-                Some(p) => size + p + 1,
+            match rest[..size].iter().rposition(|&b| b == b'\n') {
+                Some(p) => p + 1,
                 None => rest.len(),
             }
         };
@@ -217,25 +243,22 @@ fn split_chunks(bytes: &[u8], size: usize) -> Vec<&[u8]> {
     out
 }
 
-/// Parses the chunks on `threads` threads (each takes the next unparsed chunk), handing each
-/// chunk's events to `take` on the parsing thread. Returns the results in chunk order and the
-/// number of rejected lines.
+/// Runs `work` on every chunk, on one thread per core (each takes the next chunk), and
+/// returns the results in chunk order.
 fn parse_parallel<T: Send>(
     chunks: &[&[u8]],
-    threads: usize,
-    take: impl Fn(Vec<Event>) -> T + Sync,
-) -> Result<(Vec<T>, u64)> {
+    work: impl Fn(&[u8]) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<(usize, T, u64)>> = Mutex::new(Vec::with_capacity(chunks.len()));
+    let done: Mutex<Vec<(usize, Result<T>)>> = Mutex::new(Vec::with_capacity(chunks.len()));
     std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
+        for _ in 0..parsers().max(1) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(chunk) = chunks.get(i) else { return };
-                let (events, rejected) = parse_chunk(chunk);
-                let t = take(events);
+                let t = work(chunk);
                 if let Ok(mut d) = done.lock() {
-                    d.push((i, t, rejected));
+                    d.push((i, t));
                 }
             });
         }
@@ -244,26 +267,31 @@ fn parse_parallel<T: Send>(
         .into_inner()
         .map_err(|_| anyhow!("a parser thread panicked"))?;
     if done.len() != chunks.len() {
-        bail!("parsed {} of {} chunks", done.len(), chunks.len());
+        bail!("processed {} of {} chunks", done.len(), chunks.len());
     }
-    done.sort_unstable_by_key(|(i, _, _)| *i);
-    let rejected = done.iter().map(|(_, _, r)| r).sum();
-    Ok((done.into_iter().map(|(_, t, _)| t).collect(), rejected))
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Parses the lines of one chunk the way `ingest_reader` does; returns the events and the
-/// number of rejected lines.
-fn parse_chunk(chunk: &[u8]) -> (Vec<Event>, u64) {
-    let mut events = Vec::with_capacity(chunk.len() / 200);
+/// Parses the lines of one chunk as `ingest_reader` does, handing each event to `f`; returns
+/// the number of rejected lines.
+fn parse_lines(chunk: &[u8], mut f: impl FnMut(Event) -> Result<()>) -> Result<u64> {
     let mut rejected = 0;
     for raw in chunk.split(|&b| b == b'\n') {
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
         match std::str::from_utf8(raw).map(ledger::parse_event) {
-            Ok(Ok(ev)) => events.push(ev),
+            Ok(Ok(event)) => f(event)?,
             _ => rejected += 1,
         }
     }
-    (events, rejected)
+    Ok(rejected)
+}
+
+/// Parses and encodes one chunk, as a parser thread of `ingest_reader` does.
+fn encode_chunk(chunk: &[u8]) -> Result<(EncodedBatch, u64)> {
+    let mut batch = EncodedBatch::with_capacity(chunk.len() / 200);
+    let rejected = parse_lines(chunk, |event| Ok(batch.push(event)?))?;
+    Ok((batch, rejected))
 }

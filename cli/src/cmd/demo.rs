@@ -15,7 +15,7 @@ use crate::human;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Top-level runs to generate (workflows, chat chains, flows, single CRUD runs).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1000)]
     pub runs: usize,
     /// Seed of the generator: the same seed gives the same workload.
     #[arg(long, default_value_t = 42)]
@@ -70,27 +70,25 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         ))?;
     }
 
-    // A record made inside a workflow: the last Task created by a run that has a parent.
+    // A record made inside a workflow from a template: the last such Task.
     let view = ledger.view(None)?;
-    let mut record: Option<(String, String, String)> = None;
+    let mut created: Vec<(String, String, String)> = Vec::new();
     view.reader().scan(1, view.at(), |_, ev| {
-        if let ArchivedBody::Doc {
-            change,
-            doctype,
-            name,
-            ..
-        } = &ev.event.body
-        {
+        if let ArchivedBody::Doc { change, doctype, name, .. } = &ev.event.body {
             if change.get() == ledger::DocChange::Created && doctype.as_str() == "Task" {
-                record = Some((
-                    doctype.to_string(),
-                    name.to_string(),
-                    ev.event.run_id.to_string(),
-                ));
+                created.push((doctype.to_string(), name.to_string(), ev.event.run_id.to_string()));
             }
         }
         Ok(true)
     })?;
+    let mut record = None;
+    for c in created.into_iter().rev() {
+        let (lineage, _) = view.lineage(&c.2)?;
+        if lineage.len() > 1 && lineage.last().is_some_and(|r| r.fields.template.is_some()) {
+            record = Some(c);
+            break;
+        }
+    }
     if let Some((doctype, name, _)) = &record {
         heading(ctx, &format!("runledger trace {doctype} {name}"))?;
         let trace = view.trace_json(doctype, name)?;
@@ -108,6 +106,54 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             summary["tree"] = tree;
         }
     }
+
+    heading(ctx, "runledger search 'invoice' --status failed")?;
+    let req = query::search::SearchRequest {
+        query: "invoice".into(),
+        status: Some(ledger::project::Status::Failed),
+        limit: 5,
+        ..Default::default()
+    };
+    let found = query::search::search(&ledger, &req)?;
+    if !ctx.json {
+        for h in found["hits"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            out_line(&format!(
+                "  {:<14} {:<10} {}  {}",
+                h["run_id"].as_str().unwrap_or("-"),
+                h["operation"].as_str().unwrap_or("-"),
+                human::status(h["status"].as_str().unwrap_or("-")),
+                h["snippet"].as_str().unwrap_or("").replace('\n', " ")
+            ))?;
+        }
+        out_line(&format!("{} failed runs mention an invoice", found["total"]))?;
+    }
+    summary["search"] = json!({"query": "invoice", "status": "failed", "total": found["total"]});
+
+    heading(ctx, "runledger stats --by operation")?;
+    let stats = query::stats::stats_json(
+        &view,
+        query::stats::GroupBy::Operation,
+        query::stats::TimeRange::default(),
+    )?;
+    if !ctx.json {
+        out_line(&format!(
+            "  {:<12} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}",
+            "OPERATION", "RUNS", "FAILED", "CANCEL", "P50", "P95", "P99"
+        ))?;
+        for g in stats["groups"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            out_line(&format!(
+                "  {:<12} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}",
+                g["key"].as_str().unwrap_or("-"),
+                g["runs"].to_string(),
+                g["failed"].to_string(),
+                g["cancelled"].to_string(),
+                human::duration(&g["p50_ms"]),
+                human::duration(&g["p95_ms"]),
+                human::duration(&g["p99_ms"])
+            ))?;
+        }
+    }
+    summary["stats"] = stats;
 
     heading(ctx, "runledger state")?;
     let state = view.state_json()?;

@@ -35,7 +35,6 @@ fn parse_format(s: &str) -> Result<Format, String> {
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let ledger = ctx.open_for_read()?;
-    let view = ledger.view(None)?;
     let opts = ExportOptions {
         format: args.format,
         out: args.out,
@@ -44,7 +43,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         since_seq: args.since_seq,
     };
     let started = Instant::now();
-    let mut v = export(&view, &opts).map_err(|e| match e {
+    let mut v = export(&ledger, &opts).map_err(|e| match e {
         query::Error::BadQuery(m) => anyhow::Error::from(Problem(m)),
         other => anyhow::Error::from(other),
     })?;

@@ -44,7 +44,7 @@ fn parse_by(s: &str) -> Result<GroupBy, String> {
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let ledger = ctx.open_for_read()?;
     let at = args.at.resolve(&ledger)?;
-    let (at, rows) = stats::load_rows_parallel(&ledger, at)?;
+    let (at, rows) = stats::load_rows_at(&ledger, at)?;
     let range = TimeRange {
         since_ms: args.since,
         until_ms: args.until,

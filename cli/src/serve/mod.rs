@@ -166,6 +166,10 @@ async fn serve(
         let _ = shutdown_tx.send(true);
         let _ = signalled_tx.send(true);
     };
+    // Small answers go out at once (no Nagle delay on acks).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
     let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
     tokio::select! {

@@ -706,3 +706,21 @@ impl View {
         Ok(problems)
     }
 }
+
+impl View {
+    /// Calls `f` with every run that had an event as of [`Self::at`], in run id order.
+    pub fn for_each_run(&self, mut f: impl FnMut(&RunState) -> Result<()>) -> Result<()> {
+        for item in self.runs.iter()? {
+            let (k, v) = item?;
+            let cur = RunState::decode(v.value())?;
+            if cur.last_seq <= self.at {
+                f(&cur)?;
+            } else if cur.first_seq <= self.at {
+                if let Some(r) = fold_until(&self.reader, &self.run_events, k.value(), self.at)? {
+                    f(&r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -24,10 +24,13 @@ pub mod writer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use ledger::event::ArchivedBody;
 use ledger::project::{RunState, View};
 use ledger::render::{rfc3339, write_event_json};
+use ledger::Ledger;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
@@ -61,7 +64,8 @@ impl ExportOptions {
 ///
 /// # Errors
 /// I/O errors; [`Error::BadQuery`] when the directory holds an export in another format.
-pub fn export(view: &View, opts: &ExportOptions) -> Result<Value> {
+pub fn export(ledger: &Ledger, opts: &ExportOptions) -> Result<Value> {
+    let view = ledger.view(None)?;
     std::fs::create_dir_all(&opts.out)?;
     let mut manifest = match Manifest::load(&opts.out)? {
         Some(m) if m.format != opts.format.as_str() => {
@@ -80,7 +84,7 @@ pub fn export(view: &View, opts: &ExportOptions) -> Result<Value> {
     let mut files: Vec<FileEntry> = Vec::new();
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
     if from <= to {
-        files = write_range(view, opts, from, to)?;
+        files = write_range(ledger, &view, opts, from, to)?;
         for f in &files {
             *rows.entry(f.table.clone()).or_default() += f.rows;
         }
@@ -119,12 +123,59 @@ pub fn export(view: &View, opts: &ExportOptions) -> Result<Value> {
     }))
 }
 
-/// Writes the three tables for the events `from..=to`.
-fn write_range(view: &View, opts: &ExportOptions, from: u64, to: u64) -> Result<Vec<FileEntry>> {
+/// Run ids are handed from the log scan to the runs thread in batches of this many.
+const ID_BATCH: usize = 4096;
+
+/// Writes the three tables for the events `from..=to`: the log scan (events, record changes)
+/// on this thread, the runs it touches read and written on another, each file encoded on its
+/// sink's writer thread.
+fn write_range(
+    ledger: &Ledger,
+    view: &View,
+    opts: &ExportOptions,
+    from: u64,
+    to: u64,
+) -> Result<Vec<FileEntry>> {
+    let at = view.at();
+    let abort = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<String>>(16);
+    std::thread::scope(|s| {
+        let abort = &abort;
+        let runs = s.spawn(move || write_runs(ledger, at, opts, (from, to), rx, abort));
+        let scanned = scan_events(view, opts, from, to, tx);
+        if scanned.is_err() {
+            abort.store(true, Ordering::SeqCst);
+        }
+        let runs = runs
+            .join()
+            .map_err(|_| Error::Invalid("the runs export thread panicked".into()))
+            .and_then(|r| r);
+        match (scanned, runs) {
+            (Ok((events, docs)), runs) => {
+                let mut files = runs?;
+                files.extend(events.finish()?);
+                files.extend(docs.finish()?);
+                Ok(files)
+            }
+            // The runs thread failed first (and stopped the scan): its error says why.
+            (Err(_), Err(e)) if !abort.load(Ordering::SeqCst) || !is_abort(&e) => Err(e),
+            (Err(e), _) => Err(e),
+        }
+    })
+}
+
+/// The events and record changes of `from..=to`; sends each run id seen to `runs`.
+fn scan_events(
+    view: &View,
+    opts: &ExportOptions,
+    from: u64,
+    to: u64,
+    runs: SyncSender<Vec<String>>,
+) -> Result<(Sink, Sink)> {
     let mut events = Sink::new(&EVENTS, opts.format, &opts.out, from, to);
     let mut docs = Sink::new(&DOC_CHANGES, opts.format, &opts.out, from, to);
     let mut roots = Roots::new();
-    let mut touched: Vec<String> = Vec::new();
+    let mut batch: Vec<String> = Vec::with_capacity(ID_BATCH);
     let mut seen: HashSet<String> = HashSet::new();
     let mut failure: Option<Error> = None;
     let mut days = Days::default();
@@ -133,7 +184,11 @@ fn write_range(view: &View, opts: &ExportOptions, from: u64, to: u64) -> Result<
         let run_id = e.run_id.as_str();
         if !seen.contains(run_id) {
             seen.insert(run_id.to_owned());
-            touched.push(run_id.to_owned());
+            batch.push(run_id.to_owned());
+            if batch.len() >= ID_BATCH && runs.send(std::mem::take(&mut batch)).is_err() {
+                failure = Some(Error::Invalid("the runs export thread stopped".into()));
+                return Ok(false);
+            }
         }
         let ts = e.ts_ms.to_native();
         if !opts.keeps(ts) {
@@ -190,29 +245,56 @@ fn write_range(view: &View, opts: &ExportOptions, from: u64, to: u64) -> Result<
     if let Some(e) = failure {
         return Err(e);
     }
-    let mut days = Days::default();
-    let mut runs = Sink::new(&RUNS, opts.format, &opts.out, from, to);
-    // In key order: neighbouring runs share B-tree pages, so reading them is mostly sequential.
-    touched.sort_unstable();
-    for id in &touched {
-        let Some(r) = view.run(id)? else { continue };
-        let t = match r.started_ms.or(r.ended_ms) {
-            Some(t) => t,
-            None => view
-                .reader()
-                .with_event(r.first_seq, |ev| ev.event.ts_ms.to_native())?
-                .unwrap_or(0),
-        };
-        if !opts.keeps(t) {
-            continue;
-        }
-        let (root, template) = roots.resolve_run(view, &r)?;
-        runs.push(days.day(t), r.last_seq, run_row(&r, root, template))?;
+    if !batch.is_empty() && runs.send(batch).is_err() {
+        return Err(Error::Invalid("the runs export thread stopped".into()));
     }
-    let mut files = runs.finish()?;
-    files.extend(events.finish()?);
-    files.extend(docs.finish()?);
-    Ok(files)
+    Ok((events, docs))
+}
+
+const ABORTED: &str = "export aborted";
+
+fn is_abort(e: &Error) -> bool {
+    matches!(e, Error::Invalid(m) if m == ABORTED)
+}
+
+/// The `runs` table: every run whose id comes through `ids`, as it stands at `at`. Its files
+/// are only completed when the scan did not `abort`.
+fn write_runs(
+    ledger: &Ledger,
+    at: u64,
+    opts: &ExportOptions,
+    (from, to): (u64, u64),
+    ids: Receiver<Vec<String>>,
+    abort: &AtomicBool,
+) -> Result<Vec<FileEntry>> {
+    let view = ledger.view(Some(at))?;
+    let mut days = Days::default();
+    let mut roots = Roots::new();
+    let mut runs = Sink::new(&RUNS, opts.format, &opts.out, from, to);
+    for mut batch in ids {
+        // In key order: neighbouring runs share B-tree pages.
+        batch.sort_unstable();
+        for id in &batch {
+            let Some(r) = view.run(id)? else { continue };
+            let t = match r.started_ms.or(r.ended_ms) {
+                Some(t) => t,
+                None => view
+                    .reader()
+                    .with_event(r.first_seq, |ev| ev.event.ts_ms.to_native())?
+                    .unwrap_or(0),
+            };
+            if !opts.keeps(t) {
+                continue;
+            }
+            let (root, template) = roots.resolve_run(&view, &r)?;
+            runs.push(days.day(t), r.last_seq, run_row(&r, root, template))?;
+        }
+    }
+    if abort.load(Ordering::SeqCst) {
+        // Dropping the sink removes its unfinished files.
+        return Err(Error::Invalid(ABORTED.into()));
+    }
+    runs.finish()
 }
 
 /// `YYYY-MM-DD` of times, remembering the last day (events come roughly in time order).

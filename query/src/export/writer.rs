@@ -14,7 +14,7 @@ use super::table::{Cell, Row, Table};
 use crate::error::{Error, Result};
 
 /// Rows buffered per partition before they are written (one Parquet row group).
-pub const BATCH_ROWS: usize = 65_536;
+pub const BATCH_ROWS: usize = 32_768;
 
 /// The output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,32 +56,36 @@ pub trait PartWriter: Send {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
-/// What the caller knows of a partition's file.
-struct Part {
-    buf: Vec<Row>,
-    rows: u64,
+/// Rows buffered in all partitions of a sink before every buffer is handed to the writer: bounds
+/// memory when many days are open at once.
+pub const MAX_BUFFERED_ROWS: usize = 4 * BATCH_ROWS;
+
+/// Files a sink's writer keeps open; past it the least recently written one is completed (a
+/// later row of that day goes to a new file, `part-<from>-<to>-<n>`).
+pub const MAX_OPEN_FILES: usize = 64;
+
+/// Rows of one day waiting for the writer, with their seq range.
+struct Buffer {
+    rows: Vec<Row>,
     min_seq: u64,
     max_seq: u64,
 }
 
 /// Work for a sink's writer thread.
 enum Job {
-    Write(String, Vec<Row>),
-    /// Close and name the files. Without it (the export failed) they are removed.
+    Write(String, Buffer),
+    /// Complete and name the files. Without it (the export failed) they are removed.
     Finish,
 }
 
-/// The files of one table for one export, by UTC day. Rows are buffered per day; full batches
-/// are encoded and written by a writer thread, so encoding overlaps reading the log.
+/// The files of one table for one export, by UTC day. Rows are buffered per day; batches are
+/// encoded and written by a writer thread, so encoding overlaps reading the log.
 pub struct Sink {
     table: &'static Table,
-    format: Format,
-    dir: PathBuf,
-    from_seq: u64,
-    to_seq: u64,
-    parts: BTreeMap<String, Part>,
+    buffers: BTreeMap<String, Buffer>,
+    buffered: usize,
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
-    worker: Option<std::thread::JoinHandle<Result<()>>>,
+    worker: Option<std::thread::JoinHandle<Result<Vec<FileEntry>>>>,
 }
 
 /// `YYYY-MM-DD` of a time, UTC.
@@ -89,87 +93,175 @@ pub fn utc_day(ms: i64) -> String {
     rfc3339(ms).get(..10).unwrap_or("1970-01-01").to_owned()
 }
 
-/// Where a partition's file goes: (relative path, temporary path, final path).
-fn part_paths(
-    table: &Table,
-    format: Format,
-    dir: &Path,
-    day: &str,
-    from: u64,
-    to: u64,
-) -> (String, PathBuf, PathBuf) {
-    let rel_dir = format!("{}/date={day}", table.name);
-    let file_name = format!("part-{from}-{to}.{}", format.ext());
-    let d = dir.join(&rel_dir);
-    (
-        format!("{rel_dir}/{file_name}"),
-        d.join(format!(".{file_name}.tmp")),
-        d.join(file_name),
-    )
+/// A file being written by the writer thread.
+struct OpenFile {
+    writer: Box<dyn PartWriter>,
+    rel: String,
+    tmp: PathBuf,
+    path: PathBuf,
+    rows: u64,
+    min_seq: u64,
+    max_seq: u64,
+    last_used: u64,
 }
 
-/// The writer thread: opens a file per day on its first batch, writes batches, and closes and
-/// renames every file at the end.
-fn work(
+/// The writer thread of one table.
+struct Worker {
     table: &'static Table,
     format: Format,
     dir: PathBuf,
     from: u64,
     to: u64,
-    jobs: std::sync::mpsc::Receiver<Job>,
-) -> Result<()> {
-    let mut writers: BTreeMap<String, Box<dyn PartWriter>> = BTreeMap::new();
-    let mut finish = false;
-    for job in jobs {
-        let (day, rows) = match job {
-            Job::Write(day, rows) => (day, rows),
-            Job::Finish => {
-                finish = true;
-                break;
-            }
-        };
-        if !writers.contains_key(&day) {
-            let (_, tmp, _) = part_paths(table, format, &dir, &day, from, to);
-            if let Some(parent) = tmp.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let file = File::create(&tmp)?;
-            let w: Box<dyn PartWriter> = match format {
-                Format::Parquet => Box::new(ParquetPart::create(table, file)?),
-                Format::Ndjson => Box::new(TextPart::new(table, file, false)?),
-                Format::Csv => Box::new(TextPart::new(table, file, true)?),
-            };
-            writers.insert(day.clone(), w);
-        }
-        if let Some(w) = writers.get_mut(&day) {
-            w.write_rows(&rows)?;
-        }
-    }
-    for (day, w) in writers {
-        let (_, tmp, path) = part_paths(table, format, &dir, &day, from, to);
-        if finish {
-            w.finish()?;
-            std::fs::rename(tmp, path)?;
+    open: BTreeMap<String, OpenFile>,
+    /// Files opened so far per day (names the next one).
+    opened: BTreeMap<String, u32>,
+    done: Vec<FileEntry>,
+    clock: u64,
+}
+
+impl Worker {
+    fn open(&mut self, day: &str) -> Result<OpenFile> {
+        let n = self.opened.entry(day.to_owned()).or_insert(0);
+        let suffix = if *n == 0 {
+            String::new()
         } else {
-            drop(w);
-            let _ = std::fs::remove_file(tmp);
-        }
+            format!("-{n}")
+        };
+        *n += 1;
+        let rel_dir = format!("{}/date={day}", self.table.name);
+        let name = format!(
+            "part-{}-{}{suffix}.{}",
+            self.from,
+            self.to,
+            self.format.ext()
+        );
+        let d = self.dir.join(&rel_dir);
+        std::fs::create_dir_all(&d)?;
+        let tmp = d.join(format!(".{name}.tmp"));
+        let file = File::create(&tmp)?;
+        let writer: Box<dyn PartWriter> = match self.format {
+            Format::Parquet => Box::new(ParquetPart::create(self.table, file)?),
+            Format::Ndjson => Box::new(TextPart::new(self.table, file, false)?),
+            Format::Csv => Box::new(TextPart::new(self.table, file, true)?),
+        };
+        Ok(OpenFile {
+            writer,
+            rel: format!("{rel_dir}/{name}"),
+            tmp,
+            path: d.join(name),
+            rows: 0,
+            min_seq: u64::MAX,
+            max_seq: 0,
+            last_used: 0,
+        })
     }
-    Ok(())
+
+    fn write(&mut self, day: String, buf: Buffer) -> Result<()> {
+        if !self.open.contains_key(&day) {
+            if self.open.len() >= MAX_OPEN_FILES {
+                let oldest = self
+                    .open
+                    .iter()
+                    .min_by_key(|(_, f)| f.last_used)
+                    .map(|(d, _)| d.clone());
+                if let Some(d) = oldest {
+                    if let Some(f) = self.open.remove(&d) {
+                        self.complete(d, f)?;
+                    }
+                }
+            }
+            let f = self.open(&day)?;
+            self.open.insert(day.clone(), f);
+        }
+        self.clock += 1;
+        let Some(f) = self.open.get_mut(&day) else {
+            return Ok(());
+        };
+        f.writer.write_rows(&buf.rows)?;
+        f.rows += buf.rows.len() as u64;
+        f.min_seq = f.min_seq.min(buf.min_seq);
+        f.max_seq = f.max_seq.max(buf.max_seq);
+        f.last_used = self.clock;
+        Ok(())
+    }
+
+    fn complete(&mut self, day: String, f: OpenFile) -> Result<()> {
+        f.writer.finish()?;
+        std::fs::rename(&f.tmp, &f.path)?;
+        self.done.push(FileEntry {
+            table: self.table.name.to_owned(),
+            bytes: std::fs::metadata(&f.path)?.len(),
+            path: f.rel,
+            date: day,
+            rows: f.rows,
+            min_seq: f.min_seq,
+            max_seq: f.max_seq,
+            export_from_seq: self.from,
+            export_to_seq: self.to,
+        });
+        Ok(())
+    }
+
+    /// Runs the jobs; returns the completed files, or removes every file of this export when
+    /// the jobs end without [`Job::Finish`] or a write fails.
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) -> Result<Vec<FileEntry>> {
+        let mut finish = false;
+        let mut result = Ok(());
+        for job in jobs {
+            match job {
+                Job::Write(day, buf) => {
+                    result = self.write(day, buf);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                Job::Finish => {
+                    finish = true;
+                    break;
+                }
+            }
+        }
+        if finish && result.is_ok() {
+            for (day, f) in std::mem::take(&mut self.open) {
+                self.complete(day, f)?;
+            }
+            self.done.sort_by(|a, b| a.path.cmp(&b.path));
+            return Ok(self.done);
+        }
+        for (_, f) in std::mem::take(&mut self.open) {
+            drop(f.writer);
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+        for f in &self.done {
+            let _ = std::fs::remove_file(self.dir.join(&f.path));
+        }
+        result?;
+        Err(Error::Invalid(format!(
+            "the {} export stopped",
+            self.table.name
+        )))
+    }
 }
 
 impl Sink {
     pub fn new(table: &'static Table, format: Format, dir: &Path, from: u64, to: u64) -> Sink {
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        let d = dir.to_owned();
-        let worker = std::thread::spawn(move || work(table, format, d, from, to, rx));
-        Sink {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let worker = Worker {
             table,
             format,
             dir: dir.to_owned(),
-            from_seq: from,
-            to_seq: to,
-            parts: BTreeMap::new(),
+            from,
+            to,
+            open: BTreeMap::new(),
+            opened: BTreeMap::new(),
+            done: Vec::new(),
+            clock: 0,
+        };
+        let worker = std::thread::spawn(move || worker.run(rx));
+        Sink {
+            table,
+            buffers: BTreeMap::new(),
+            buffered: 0,
             jobs: Some(tx),
             worker: Some(worker),
         }
@@ -177,31 +269,43 @@ impl Sink {
 
     /// Adds a row to the partition of `day`; `seq` is the row's seq for the manifest.
     pub fn push(&mut self, day: String, seq: u64, row: Row) -> Result<()> {
-        let part = match self.parts.get_mut(&day) {
-            Some(p) => p,
-            None => self.parts.entry(day.clone()).or_insert(Part {
-                buf: Vec::new(),
-                rows: 0,
+        let buf = match self.buffers.get_mut(&day) {
+            Some(b) => b,
+            None => self.buffers.entry(day.clone()).or_insert(Buffer {
+                rows: Vec::new(),
                 min_seq: seq,
                 max_seq: seq,
             }),
         };
-        part.min_seq = part.min_seq.min(seq);
-        part.max_seq = part.max_seq.max(seq);
-        part.rows += 1;
-        part.buf.push(row);
-        if part.buf.len() >= BATCH_ROWS {
-            let rows = std::mem::take(&mut part.buf);
-            self.send(day, rows)?;
+        buf.min_seq = buf.min_seq.min(seq);
+        buf.max_seq = buf.max_seq.max(seq);
+        buf.rows.push(row);
+        self.buffered += 1;
+        if buf.rows.len() >= BATCH_ROWS {
+            if let Some(b) = self.buffers.remove(&day) {
+                self.buffered -= b.rows.len();
+                self.send(day, b)?;
+            }
+        } else if self.buffered >= MAX_BUFFERED_ROWS {
+            self.flush()?;
         }
         Ok(())
     }
 
-    fn send(&mut self, day: String, rows: Vec<Row>) -> Result<()> {
+    /// Hands every buffer to the writer.
+    fn flush(&mut self) -> Result<()> {
+        for (day, b) in std::mem::take(&mut self.buffers) {
+            self.send(day, b)?;
+        }
+        self.buffered = 0;
+        Ok(())
+    }
+
+    fn send(&mut self, day: String, buf: Buffer) -> Result<()> {
         let sent = self
             .jobs
             .as_ref()
-            .is_some_and(|tx| tx.send(Job::Write(day, rows)).is_ok());
+            .is_some_and(|tx| tx.send(Job::Write(day, buf)).is_ok());
         if sent {
             return Ok(());
         }
@@ -213,53 +317,31 @@ impl Sink {
         )))
     }
 
-    fn join(&mut self) -> Result<()> {
+    fn join(&mut self) -> Result<Vec<FileEntry>> {
         self.jobs = None;
         match self.worker.take() {
             Some(h) => h
                 .join()
                 .map_err(|_| Error::Invalid(format!("the {} writer panicked", self.table.name)))?,
-            None => Ok(()),
+            None => Ok(Vec::new()),
         }
     }
 
-    /// Writes what is buffered, closes every file and names it; returns the manifest entries.
+    /// Writes what is buffered, completes and names every file; returns the manifest entries.
     pub fn finish(mut self) -> Result<Vec<FileEntry>> {
-        let parts = std::mem::take(&mut self.parts);
-        let mut out = Vec::new();
-        for (day, part) in parts {
-            if !part.buf.is_empty() {
-                self.send(day.clone(), part.buf)?;
-            }
-            let (rel, _, _) = part_paths(
-                self.table,
-                self.format,
-                &self.dir,
-                &day,
-                self.from_seq,
-                self.to_seq,
-            );
-            out.push(FileEntry {
-                table: self.table.name.to_owned(),
-                path: rel,
-                date: day,
-                rows: part.rows,
-                bytes: 0,
-                min_seq: part.min_seq,
-                max_seq: part.max_seq,
-                export_from_seq: self.from_seq,
-                export_to_seq: self.to_seq,
-            });
-        }
+        self.flush()?;
         if let Some(tx) = &self.jobs {
             // A closed channel means the writer failed: join reports why.
             let _ = tx.send(Job::Finish);
         }
-        self.join()?;
-        for f in &mut out {
-            f.bytes = std::fs::metadata(self.dir.join(&f.path))?.len();
-        }
-        Ok(out)
+        self.join()
+    }
+}
+
+impl Drop for Sink {
+    /// A sink dropped before [`Sink::finish`] (the export failed) removes its files.
+    fn drop(&mut self) {
+        let _ = self.join();
     }
 }
 
@@ -358,5 +440,91 @@ impl PartWriter for TextPart {
             .map_err(|e| Error::Io(e.into_error()))?;
         file.sync_all()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::table::EVENTS;
+
+    fn buffer(seq: u64) -> Buffer {
+        let row = vec![
+            Cell::Int(seq as i64),
+            Cell::Ts(0),
+            Cell::Ts(0),
+            Cell::Str("run.started".into()),
+            Cell::Str("r".into()),
+            Cell::Null,
+            Cell::Json("{}".into()),
+        ];
+        Buffer {
+            rows: vec![row],
+            min_seq: seq,
+            max_seq: seq,
+        }
+    }
+
+    #[test]
+    fn days_past_the_open_file_limit_go_to_new_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1000);
+        let days = MAX_OPEN_FILES + 6;
+        let mut seq = 0;
+        for _round in 0..2 {
+            for d in 0..days {
+                seq += 1;
+                let day = format!("2025-01-{:03}", d);
+                tx.send(Job::Write(day, buffer(seq))).expect("send");
+            }
+        }
+        tx.send(Job::Finish).expect("send");
+        drop(tx);
+        let worker = Worker {
+            table: &EVENTS,
+            format: Format::Ndjson,
+            dir: dir.path().to_owned(),
+            from: 1,
+            to: seq,
+            open: BTreeMap::new(),
+            opened: BTreeMap::new(),
+            done: Vec::new(),
+            clock: 0,
+        };
+        let files = worker.run(rx).expect("run");
+        assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), seq);
+        assert!(
+            files.iter().any(|f| f.path.ends_with("-1.ndjson")),
+            "{files:?}"
+        );
+        for f in &files {
+            let text = std::fs::read_to_string(dir.path().join(&f.path)).expect("file");
+            assert_eq!(text.lines().count() as u64, f.rows);
+        }
+    }
+
+    #[test]
+    fn a_failed_export_leaves_no_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sink = Sink::new(&EVENTS, Format::Parquet, dir.path(), 1, 2);
+        for i in 0..3 {
+            sink.push(format!("2025-01-0{i}"), i, buffer(i).rows.remove(0))
+                .expect("push");
+        }
+        sink.flush().expect("flush");
+        drop(sink);
+        let mut left = Vec::new();
+        for e in std::fs::read_dir(dir.path().join("events"))
+            .expect("dir")
+            .flatten()
+        {
+            left.extend(
+                std::fs::read_dir(e.path())
+                    .expect("day")
+                    .flatten()
+                    .map(|f| f.path()),
+            );
+        }
+        assert!(left.is_empty(), "{left:?}");
     }
 }
