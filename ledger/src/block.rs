@@ -152,6 +152,16 @@ pub fn access(seq: u64, archive: &[u8]) -> Result<&ArchivedStoredEvent> {
     })
 }
 
+/// Zero-copy access to a byte-for-byte copy of an archive that [`access`] has already checked.
+///
+/// # Safety
+/// `archive` must equal bytes for which [`access`] returned `Ok`.
+pub unsafe fn access_prechecked(archive: &[u8]) -> &ArchivedStoredEvent {
+    // SAFETY: the caller guarantees these exact bytes passed the full bytecheck validation;
+    // with the `unaligned` format there is no alignment requirement a copy could break.
+    unsafe { rkyv::access_unchecked::<ArchivedStoredEvent>(archive) }
+}
+
 /// `BLAKE3(previous hash ‖ stored bytes)`.
 pub fn chain(prev: &Hash, archive: &[u8]) -> Hash {
     let mut h = blake3::Hasher::new();

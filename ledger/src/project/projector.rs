@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::run::{Folder, RunState};
 use super::tables::*;
@@ -31,6 +31,20 @@ pub(crate) fn applied_in(tx: &redb::ReadTransaction) -> Result<u64> {
 /// `progress(applied, head)` is called after each batch.
 pub fn catch_up(ledger: &Ledger, progress: &mut dyn FnMut(u64, u64)) -> Result<u64> {
     let db = ledger.write_db()?;
+    // Projections written by another layout are dropped and rebuilt: they are derived.
+    let version = {
+        let tx = db.begin_read()?;
+        let meta = tx.open_table(PROJ_META)?;
+        let v = meta.get("version")?.map(|v| v.value());
+        v
+    };
+    if version != Some(PROJECTION_VERSION) {
+        let tx = db.begin_write()?;
+        drop_all(&tx)?;
+        tx.open_table(PROJ_META)?
+            .insert("version", PROJECTION_VERSION)?;
+        tx.commit()?;
+    }
     loop {
         let reader = ledger.reader()?;
         let head = reader.head().seq;
@@ -53,6 +67,8 @@ pub fn rebuild(ledger: &Ledger, progress: &mut dyn FnMut(u64, u64)) -> Result<u6
     let db = ledger.write_db()?;
     let tx = db.begin_write()?;
     drop_all(&tx)?;
+    tx.open_table(PROJ_META)?
+        .insert("version", PROJECTION_VERSION)?;
     tx.commit()?;
     catch_up(ledger, progress)
 }
@@ -124,7 +140,6 @@ fn apply_batch(reader: &LogReader, tx: &WriteTransaction, from: u64, to: u64) ->
     })?;
 
     let mut runs = tx.open_table(RUNS)?;
-    let mut run_events = tx.open_table(RUN_EVENTS)?;
     let mut by_start = tx.open_table(RUNS_BY_START)?;
     let mut active = tx.open_table(ACTIVE)?;
     for (run_id, mut slots) in std::mem::take(&mut b.runs) {
@@ -143,20 +158,15 @@ fn apply_batch(reader: &LogReader, tx: &WriteTransaction, from: u64, to: u64) ->
                 None => Folder::new(&run_id),
             };
             for s in &slots {
-                folder.apply(block::access(s.seq, &b.arena[s.at.0..s.at.1])?);
+                // SAFETY: the arena holds copies of archives checked by the scan above.
+                folder.apply(unsafe { block::access_prechecked(&b.arena[s.at.0..s.at.1]) });
             }
             folder.finish()
         } else {
             // An event older than what was folded: fold the run again from all its events.
-            let mut all: Vec<u64> = Vec::new();
-            for item in run_events.range((run_id.as_str(), 0)..=(run_id.as_str(), u64::MAX))? {
-                all.push(item?.0.value().1);
-            }
-            refold(reader, &run_id, &all, &slots, &b.arena)?
+            let stored = old.as_ref().map_or(&[][..], |o| o.seqs.as_slice());
+            refold(reader, &run_id, stored, &slots, &b.arena)?
         };
-        for s in &slots {
-            run_events.insert((run_id.as_str(), s.seq), ())?;
-        }
         runs.insert(run_id.as_str(), state.encode()?.as_slice())?;
         let key = sort_key(&state);
         if old_key != Some(key) {
@@ -229,7 +239,8 @@ fn refold(
     let mut folder = Folder::new(run_id);
     for (_, seq, at) in keys {
         match at {
-            Some((a, z)) => folder.apply(block::access(seq, &arena[a..z])?),
+            // SAFETY: the arena holds copies of archives checked by the batch's scan.
+            Some((a, z)) => folder.apply(unsafe { block::access_prechecked(&arena[a..z]) }),
             None => {
                 reader.with_event(seq, |ev| folder.apply(ev))?;
             }
@@ -238,16 +249,10 @@ fn refold(
     Ok(folder.finish())
 }
 
-/// Folds `run_id` over its events with seq ≤ `at` (time travel). `None` when it had none.
-pub(crate) fn fold_until(
-    reader: &LogReader,
-    run_events: &impl ReadableTable<(&'static str, u64), ()>,
-    run_id: &str,
-    at: u64,
-) -> Result<Option<RunState>> {
+/// Folds a run over its events with seq ≤ `at` (time travel). `None` when it had none.
+pub(crate) fn fold_until(reader: &LogReader, run: &RunState, at: u64) -> Result<Option<RunState>> {
     let mut keys = Vec::new();
-    for item in run_events.range((run_id, 0)..=(run_id, at))? {
-        let seq = item?.0.value().1;
+    for &seq in run.seqs.iter().take_while(|&&s| s <= at) {
         if let Some(ts) = reader.with_event(seq, |ev| ev.event.ts_ms.to_native())? {
             keys.push((ts, seq));
         }
@@ -256,7 +261,7 @@ pub(crate) fn fold_until(
         return Ok(None);
     }
     keys.sort_unstable();
-    let mut folder = Folder::new(run_id);
+    let mut folder = Folder::new(&run.run_id);
     for (_, seq) in keys {
         reader.with_event(seq, |ev| folder.apply(ev))?;
     }

@@ -84,6 +84,8 @@ pub struct RunState {
     /// `duration_ms` as the deciding terminal event gave it.
     pub reported_duration_ms: Option<i64>,
     pub events: u32,
+    /// Seqs of the run's events, ascending: what folds and time travel read.
+    pub seqs: Vec<u64>,
     pub first_seq: u64,
     pub last_seq: u64,
     /// Smallest seq of a start event (fixed once known: later events have larger seqs).
@@ -150,13 +152,43 @@ impl RunState {
 /// time.
 pub struct Folder {
     s: RunState,
-    output: Option<Value>,
-    input: Option<Value>,
-    extra: Option<Value>,
+    output: Json,
+    input: Json,
+    extra: Json,
 }
 
-fn parse_json(text: &Option<JsonText>) -> Option<Value> {
-    text.as_deref().and_then(|t| serde_json::from_str(t).ok())
+/// A JSON field while folding: kept as text until something needs to change inside it.
+#[derive(Default)]
+struct Json {
+    text: Option<JsonText>,
+    parsed: Option<Value>,
+}
+
+impl Json {
+    fn text(t: &str) -> Json {
+        Json {
+            text: Some(t.to_owned()),
+            parsed: None,
+        }
+    }
+    /// The parsed value (null when absent), parsing the text on first use.
+    fn value_mut(&mut self) -> &mut Value {
+        if self.parsed.is_none() {
+            let v = self
+                .text
+                .take()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+            self.parsed = Some(v);
+        }
+        self.parsed.get_or_insert(Value::Null)
+    }
+    fn into_text(self) -> Option<JsonText> {
+        match self.parsed {
+            None => self.text,
+            Some(v) => Some(v.to_string()),
+        }
+    }
 }
 
 impl Folder {
@@ -164,11 +196,20 @@ impl Folder {
         Folder::from_state(RunState::new(run_id))
     }
 
-    pub fn from_state(s: RunState) -> Self {
+    pub fn from_state(mut s: RunState) -> Self {
         Folder {
-            output: parse_json(&s.output),
-            input: parse_json(&s.fields.input),
-            extra: parse_json(&s.fields.extra),
+            output: Json {
+                text: s.output.take(),
+                parsed: None,
+            },
+            input: Json {
+                text: s.fields.input.take(),
+                parsed: None,
+            },
+            extra: Json {
+                text: s.fields.extra.take(),
+                parsed: None,
+            },
             s,
         }
     }
@@ -187,6 +228,7 @@ impl Folder {
         }
         s.last_seq = s.last_seq.max(seq);
         s.events += 1;
+        s.seqs.push(seq);
         s.fold_ts = ts;
         s.fold_seq = seq;
         match &ev.event.body {
@@ -209,7 +251,7 @@ impl Folder {
                     }
                     CheckpointStatus::Completed => {
                         if let Some(o) = output.as_ref() {
-                            self.output = serde_json::from_str(o).ok();
+                            self.output = Json::text(o);
                         }
                         self.terminal(Status::Completed, ts, seq, duration);
                     }
@@ -244,7 +286,7 @@ impl Folder {
                 output,
                 duration_ms,
             } => {
-                self.output = serde_json::from_str(output).ok();
+                self.output = Json::text(output);
                 let d = duration_ms.as_ref().map(|d| d.to_native());
                 self.terminal(Status::Completed, ts, seq, d);
             }
@@ -301,13 +343,13 @@ impl Folder {
             f.step_index = Some(i.to_native());
         }
         if let Some(i) = run.input.as_ref() {
-            self.input = serde_json::from_str(i).ok();
+            self.input = Json::text(i);
         }
         if let Some(x) = run.extra.as_ref() {
             if let Ok(Value::Object(new)) = serde_json::from_str::<Value>(x) {
-                match &mut self.extra {
-                    Some(Value::Object(old)) => old.extend(new),
-                    _ => self.extra = Some(Value::Object(new)),
+                match self.extra.value_mut() {
+                    Value::Object(old) => old.extend(new),
+                    other => *other = Value::Object(new),
                 }
             }
         }
@@ -320,12 +362,10 @@ impl Folder {
         let root = parts.next().unwrap_or("");
         let rest: Vec<&str> = parts.collect();
         let slot = match root {
-            "output" => &mut self.output,
-            "input" => &mut self.input,
+            "output" => self.output.value_mut(),
+            "input" => self.input.value_mut(),
             _ => {
-                let extra = self
-                    .extra
-                    .get_or_insert_with(|| Value::Object(Default::default()));
+                let extra = self.extra.value_mut();
                 if !extra.is_object() {
                     *extra = Value::Object(Default::default());
                 }
@@ -337,17 +377,18 @@ impl Folder {
                 return;
             }
         };
-        let target = slot.get_or_insert(Value::Null);
-        if let Some(leaf) = walk(target, &rest) {
+        if let Some(leaf) = walk(slot, &rest) {
             put(leaf, value, append);
         }
     }
 
     pub fn finish(self) -> RunState {
         let mut s = self.s;
-        s.output = self.output.map(|v| v.to_string());
-        s.fields.input = self.input.map(|v| v.to_string());
-        s.fields.extra = self.extra.map(|v| v.to_string());
+        // Folded in (ts, seq) order; kept in seq order.
+        s.seqs.sort_unstable();
+        s.output = self.output.into_text();
+        s.fields.input = self.input.into_text();
+        s.fields.extra = self.extra.into_text();
         s
     }
 }

@@ -2,9 +2,8 @@
 //!
 //! | table | key | value | what for |
 //! |---|---|---|---|
-//! | `proj_meta` | `&str` | `u64` | `applied`: the last seq applied |
-//! | `runs` | run id | rkyv [`super::run::RunState`] | `show`, status filters |
-//! | `run_events` | (run id, seq) | `()` | a run's events (folds, `--at`) |
+//! | `proj_meta` | `&str` | `u64` | `applied`: the last seq applied; `version` |
+//! | `runs` | run id | rkyv [`super::run::RunState`] (with its events' seqs) | `show`, folds, `--at` |
 //! | `runs_by_start` | (started ms, run id) | `()` | `runs` listing in time order |
 //! | `children` | (parent id, child id) | first seq linking them | trees |
 //! | `doc_events` | (doctype, name, seq) | `()` | record histories |
@@ -20,9 +19,12 @@ use crate::error::Result;
 /// at most this many events past the nearest checkpoint.
 pub const CHECKPOINT_EVERY: u64 = 65_536;
 
+/// Layout version of the projection tables and of `RunState`; a mismatch on open makes the
+/// projections rebuild from the log.
+pub const PROJECTION_VERSION: u64 = 2;
+
 pub(crate) const PROJ_META: TableDefinition<&str, u64> = TableDefinition::new("proj_meta");
 pub(crate) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
-pub(crate) const RUN_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("run_events");
 pub(crate) const RUNS_BY_START: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("runs_by_start");
 pub(crate) const CHILDREN: TableDefinition<(&str, &str), u64> = TableDefinition::new("children");
@@ -36,7 +38,6 @@ pub(crate) const ACTIVE_AT: TableDefinition<u64, &[u8]> = TableDefinition::new("
 pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
     tx.open_table(PROJ_META)?;
     tx.open_table(RUNS)?;
-    tx.open_table(RUN_EVENTS)?;
     tx.open_table(RUNS_BY_START)?;
     tx.open_table(CHILDREN)?;
     tx.open_table(DOC_EVENTS)?;
@@ -50,7 +51,6 @@ pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
 pub(crate) fn drop_all(tx: &redb::WriteTransaction) -> Result<()> {
     tx.delete_table(PROJ_META)?;
     tx.delete_table(RUNS)?;
-    tx.delete_table(RUN_EVENTS)?;
     tx.delete_table(RUNS_BY_START)?;
     tx.delete_table(CHILDREN)?;
     tx.delete_table(DOC_EVENTS)?;

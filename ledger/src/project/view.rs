@@ -25,7 +25,6 @@ const CRUD: [&str; 4] = ["select", "create", "update", "delete"];
 pub struct View {
     reader: LogReader,
     runs: ReadOnlyTable<&'static str, &'static [u8]>,
-    run_events: ReadOnlyTable<(&'static str, u64), ()>,
     by_start: ReadOnlyTable<(i64, &'static str), ()>,
     children: ReadOnlyTable<(&'static str, &'static str), u64>,
     docs: ReadOnlyTable<(&'static str, &'static str, u64), ()>,
@@ -92,7 +91,6 @@ impl Ledger {
         let at = at.map_or(applied, |a| a.min(applied));
         Ok(View {
             runs: tx.open_table(RUNS)?,
-            run_events: tx.open_table(RUN_EVENTS)?,
             by_start: tx.open_table(RUNS_BY_START)?,
             children: tx.open_table(CHILDREN)?,
             docs: tx.open_table(DOC_EVENTS)?,
@@ -151,7 +149,7 @@ impl View {
         if cur.first_seq > self.at {
             return Ok(None);
         }
-        fold_until(&self.reader, &self.run_events, run_id, self.at)
+        fold_until(&self.reader, &cur, self.at)
     }
 
     /// The run, or — for a run known only because a child names it as parent — an empty
@@ -224,13 +222,13 @@ impl View {
 
     /// Seqs of the run's events up to `at`, ordered by `(ts, seq)`.
     pub fn run_event_seqs(&self, run_id: &str) -> Result<Vec<u64>> {
+        let Some(v) = self.runs.get(run_id)? else {
+            return Ok(Vec::new());
+        };
+        let run = RunState::decode(v.value())?;
         let mut keys = Vec::new();
-        for item in self.run_events.range((run_id, 0)..=(run_id, self.at))? {
-            let seq = item?.0.value().1;
-            if let Some(ts) = self
-                .reader
-                .with_event(seq, |ev| ev.event.ts_ms.to_native())?
-            {
+        for &seq in run.seqs.iter().take_while(|&&s| s <= self.at) {
+            if let Some(ts) = self.reader.with_event(seq, |ev| ev.event.ts_ms.to_native())? {
                 keys.push((ts, seq));
             }
         }
@@ -686,7 +684,7 @@ impl View {
             let (k, v) = item?;
             let id = k.value();
             let stored = RunState::decode(v.value())?;
-            let folded = fold_until(&self.reader, &self.run_events, id, self.applied)?;
+            let folded = fold_until(&self.reader, &stored, self.applied)?;
             indexed += u64::from(stored.events);
             if folded.as_ref() != Some(&stored) {
                 problems.push(format!(
@@ -711,12 +709,12 @@ impl View {
     /// Calls `f` with every run that had an event as of [`Self::at`], in run id order.
     pub fn for_each_run(&self, mut f: impl FnMut(&RunState) -> Result<()>) -> Result<()> {
         for item in self.runs.iter()? {
-            let (k, v) = item?;
+            let (_, v) = item?;
             let cur = RunState::decode(v.value())?;
             if cur.last_seq <= self.at {
                 f(&cur)?;
             } else if cur.first_seq <= self.at {
-                if let Some(r) = fold_until(&self.reader, &self.run_events, k.value(), self.at)? {
+                if let Some(r) = fold_until(&self.reader, &cur, self.at)? {
                     f(&r)?;
                 }
             }
