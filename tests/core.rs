@@ -1215,7 +1215,7 @@ fn parent_links_that_form_a_cycle_still_answer() {
         .as_object()
         .unwrap()
         .values()
-        .flat_map(|v| ids(v))
+        .flat_map(ids)
         .collect();
     assert_eq!(all, set(&["cy-a", "cy-b", "cy-c", "self"]));
 }
@@ -1539,10 +1539,10 @@ fn early_terminals(lines: &[String]) -> Vec<usize> {
             "run.checkpoint" if matches!(status, Some("pending" | "running")) => {
                 started.insert(run);
             }
-            "run.completed" | "run.failed" | "run.cancelled" | "run.checkpoint" => {
-                if !started.contains(&run) {
-                    out.push(i + 1);
-                }
+            "run.completed" | "run.failed" | "run.cancelled" | "run.checkpoint"
+                if !started.contains(&run) =>
+            {
+                out.push(i + 1);
             }
             _ => {}
         }

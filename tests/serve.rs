@@ -889,17 +889,35 @@ fn js_client_tests() {
         return;
     }
     let root = repo_root();
-    let out = Command::new("node")
+    let dir = tempdir();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new("node")
         .args(["--test", "clients/js/test/"])
         .current_dir(&root)
         .env("RUNLEDGER_BIN", BIN)
-        .output()
+        .env_remove("RUNLEDGER_DB")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
         .expect("running node --test");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for node") {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     assert!(
-        out.status.success(),
-        "node --test clients/js/test/ failed:\n{stdout}\n{stderr}"
+        status.is_some_and(|s| s.success()),
+        "node --test clients/js/test/ failed ({status:?}):\n{stdout}\n{stderr}"
     );
 }
 
@@ -1133,6 +1151,26 @@ fn load_latency_at_fixed_rate() {
         .filter(|l| l.starts_with("runledger_commit_latency") || l.contains("lag_events "))
     {
         eprintln!("  {l}");
+    }
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn queries_read_their_writes_with_a_long_catch_up_interval() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("l.db"), &["--catch-up-interval", "600000"]);
+    for round in 0..3 {
+        let run = format!("ryw-{round}");
+        let (_, rep) = s.post(&ndjson(&[ev_started(&run, &format!("{run}-s"))]));
+        assert_eq!(rep["accepted"], 1);
+        let t = Instant::now();
+        let (code, show) = s.get(&format!("/v1/runs/{run}"));
+        assert_eq!(code, 200, "{show}");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "the query waited {:?} for the catch-up",
+            t.elapsed()
+        );
     }
     assert_eq!(s.stop(), 0);
 }

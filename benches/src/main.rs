@@ -171,7 +171,7 @@ fn list() -> Result<()> {
     for bench in Bench::ALL {
         writeln!(out, "{}:", bench.name())?;
         for p in bench.peers() {
-            writeln!(out, "  {:<18} {}", p.key(), p.label())?;
+            writeln!(out, "  {:<26} {}", p.key(), p.label())?;
         }
     }
     Ok(())

@@ -151,6 +151,7 @@ pub fn print_ingest(
         "runledger and sqlite parse every line; plain-file rows copy bytes only. Disk = allocated \
          blocks after the run. Peak RSS = whole child process."
     )?;
+    check_stored(out, ms)?;
     warn_busy(out, ms)?;
 
     let parts: Vec<&Measurement> = ms.iter().filter(|m| m.role == Role::Breakdown).collect();
@@ -206,6 +207,35 @@ pub fn print_ingest(
         );
     }
     t.print(out)
+}
+
+/// Systems that deduplicate must agree on how many events they stored.
+fn check_stored(out: &mut dyn Write, ms: &[Measurement]) -> io::Result<()> {
+    let dedup: Vec<(&str, u64)> = ms
+        .iter()
+        .filter(|m| m.system.starts_with("runledger") || m.system == "sqlite")
+        .filter_map(|m| Some((m.system.as_str(), m.sample.stored?)))
+        .collect();
+    let Some(&(_, first)) = dedup.first() else {
+        return Ok(());
+    };
+    if dedup.iter().all(|&(_, n)| n == first) {
+        writeln!(
+            out,
+            "Every deduplicating system stored the same {} events (the rest repeat an id).",
+            thousands(first)
+        )
+    } else {
+        let list: Vec<String> = dedup
+            .iter()
+            .map(|(s, n)| format!("{s} {}", thousands(*n)))
+            .collect();
+        writeln!(
+            out,
+            "WARNING: the systems stored different numbers of events: {}",
+            list.join(", ")
+        )
+    }
 }
 
 /// Warns when other processes used the machine while rows were measured.

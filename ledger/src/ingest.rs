@@ -229,10 +229,7 @@ fn append_parsed(
 fn parse_chunk(chunk: Chunk, max: usize) -> Parsed {
     let mut events = EncodedBatch::with_capacity(chunk.bytes.len() / 200);
     let mut rejected = Vec::new();
-    let mut line_no = chunk.first_line;
-    for raw in chunk.bytes.split(|&b| b == b'\n') {
-        let n = line_no;
-        line_no += 1;
+    for (n, raw) in (chunk.first_line..).zip(chunk.bytes.split(|&b| b == b'\n')) {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue;

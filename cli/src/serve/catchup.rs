@@ -17,6 +17,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 pub struct CatchUp {
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
+    nudge: Arc<AtomicBool>,
     applied_rx: watch::Receiver<u64>,
     thread: JoinHandle<()>,
 }
@@ -26,17 +27,20 @@ impl CatchUp {
         let applied = ledger::project::applied(&ledger).context("reading the projections")?;
         let (tx, applied_rx) = watch::channel(applied);
         let stop = Arc::new(AtomicBool::new(false));
+        let nudge = Arc::new(AtomicBool::new(false));
         let thread = {
             let ledger = Arc::clone(&ledger);
             let stop = Arc::clone(&stop);
+            let nudge = Arc::clone(&nudge);
             std::thread::Builder::new()
                 .name("runledger-catchup".into())
-                .spawn(move || run(&ledger, &stop, &tx, applied, debounce))
+                .spawn(move || run(&ledger, &stop, &nudge, &tx, applied, debounce))
                 .context("starting the catch-up thread")?
         };
         Ok(CatchUp {
             ledger,
             stop,
+            nudge,
             applied_rx,
             thread,
         })
@@ -44,6 +48,11 @@ impl CatchUp {
 
     pub fn applied_rx(&self) -> watch::Receiver<u64> {
         self.applied_rx.clone()
+    }
+
+    /// A flag that cuts the current pause short (a query is waiting for the head).
+    pub fn nudge(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.nudge)
     }
 
     /// Stops the thread and runs a last catch-up to the head.
@@ -58,6 +67,7 @@ impl CatchUp {
 fn run(
     ledger: &Ledger,
     stop: &AtomicBool,
+    nudge: &AtomicBool,
     tx: &watch::Sender<u64>,
     mut applied: u64,
     debounce: Duration,
@@ -92,7 +102,7 @@ fn run(
         // acknowledging appends, and catches up in larger, cheaper steps.
         let took = started.elapsed();
         let pause_until = debounce.max(took * 2);
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && !nudge.swap(false, Ordering::Relaxed) {
             match pause_until.checked_sub(started.elapsed()) {
                 Some(rest) if !rest.is_zero() => std::thread::sleep(rest.min(IDLE_WAIT / 4)),
                 _ => break,

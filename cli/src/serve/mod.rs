@@ -53,7 +53,8 @@ pub struct Args {
     #[arg(long, default_value_t = ledger::DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
     /// Shortest time between two catch-ups of the projections and the search index while
-    /// events keep arriving, in ms (longer: cheaper ingest, staler reads of the head).
+    /// events keep arriving, in ms (longer: cheaper ingest; a query about the head cuts the
+    /// wait short).
     #[arg(long, value_name = "MS", default_value_t = 50)]
     pub catch_up_interval: u64,
     /// Let browser pages from ORIGIN call the API (CORS); repeatable, `*` for any origin.
@@ -74,6 +75,8 @@ pub(crate) struct AppState {
     pub head_rx: watch::Receiver<ledger::Head>,
     /// The projections' watermark, updated by the catch-up thread.
     pub applied_rx: watch::Receiver<u64>,
+    /// Set by a query waiting for the projections: the catch-up thread skips its pause.
+    pub catch_up_nudge: Arc<std::sync::atomic::AtomicBool>,
     /// Becomes `true` when the server is shutting down (ends live tails).
     pub shutdown_rx: watch::Receiver<bool>,
     pub max_body: usize,
@@ -118,6 +121,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         metrics,
         head_rx,
         applied_rx: catchup.applied_rx(),
+        catch_up_nudge: catchup.nudge(),
         shutdown_rx,
         max_body: args.max_body,
         max_event_bytes: args.max_event_bytes,

@@ -314,6 +314,11 @@ fn param_at(q: &Params) -> Result<At, String> {
 /// Waits until the projections have applied `target` (or the wait times out).
 async fn wait_applied(st: &AppState, target: u64) {
     let mut rx = st.applied_rx.clone();
+    if *rx.borrow() >= target {
+        return;
+    }
+    st.catch_up_nudge
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = tokio::time::timeout(READ_YOUR_WRITES_WAIT, rx.wait_for(|a| *a >= target)).await;
 }
 

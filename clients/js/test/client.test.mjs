@@ -16,6 +16,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..', '..');
 const BIN = process.env.RUNLEDGER_BIN || join(root, 'target', 'debug', 'runledger');
 
+/** Per-test time limit, ms. */
+const T = 60_000;
 const dirs = [];
 const servers = new Set();
 
@@ -188,7 +190,7 @@ after(async () => {
 });
 
 for (const eventTarget of [false, true]) {
-  test(`a workflow's tree and provenance (${eventTarget ? 'EventTarget' : 'on()'} engine)`, async () => {
+  test(`a workflow's tree and provenance (${eventTarget ? 'EventTarget' : 'on()'} engine)`, { timeout: T }, async () => {
     const errors = [];
     const ref = {};
     const cw = workflowEngine({ eventTarget }, ref);
@@ -233,7 +235,7 @@ for (const eventTarget of [false, true]) {
   });
 }
 
-test('the engine never sees an error, even with the server unreachable', async () => {
+test('the engine never sees an error, even with the server unreachable', { timeout: T }, async () => {
   const errors = [];
   const port = await freePort(); // nothing listens there
   const cw = new MiniCoworker();
@@ -250,7 +252,7 @@ test('the engine never sees an error, even with the server unreachable', async (
   client.detach();
 });
 
-test('a batch retried while the server is down is stored once when it comes up', async () => {
+test('a batch retried while the server is down is stored once when it comes up', { timeout: T }, async () => {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const retries = [];
@@ -264,7 +266,11 @@ test('a batch retried while the server is down is stored once when it comes up',
     client.record({ type: 'run.progress', run_id: run, path: 'output.n', value: i });
   }
   const done = client.flush();
-  while (retries.length < 2) await new Promise((r) => setTimeout(r, 20));
+  const waitStart = Date.now();
+  while (retries.length < 2) {
+    assert.ok(Date.now() - waitStart < 20_000, `no retries seen: ${JSON.stringify(client.stats)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
   const srv = await startServer(tempDb(), port);
   await done;
   assert.equal(client.stats.accepted, 21);
@@ -273,7 +279,7 @@ test('a batch retried while the server is down is stored once when it comes up',
   await srv.stop();
 });
 
-test('a retry after a lost acknowledgement is answered as duplicates', async () => {
+test('a retry after a lost acknowledgement is answered as duplicates', { timeout: T }, async () => {
   let calls = 0;
   const flaky = async (u, init) => {
     const res = await fetch(u, init);

@@ -225,7 +225,9 @@ fn refold(
     slots: &[Slot],
     arena: &[u8],
 ) -> Result<RunState> {
-    let mut keys: Vec<(i64, u64, Option<(usize, usize)>)> = Vec::new();
+    // (ts, seq, where the archive sits in the arena when it is from this batch)
+    type Key = (i64, u64, Option<(usize, usize)>);
+    let mut keys: Vec<Key> = Vec::new();
     for &seq in stored {
         let got = reader.with_event(seq, |ev| ev.event.ts_ms.to_native())?;
         if let Some(ts) = got {
