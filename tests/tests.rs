@@ -1,7 +1,7 @@
-mod search;
 mod analytics;
 mod common;
 mod core;
 mod crash;
 mod replay;
+mod search;
 mod serve;

@@ -87,3 +87,61 @@ impl Input {
         self.bytes as f64 / self.events.max(1) as f64
     }
 }
+
+/// Children of the big run tree [`append_big_tree`] adds.
+pub const BIG_TREE_CHILDREN: u64 = 10_000;
+
+/// Appends a run tree to `input` (a new file next to it): a workflow root
+/// ([`crate::qcommon::BIG_ROOT`]) with [`BIG_TREE_CHILDREN`] children, every second child with
+/// one child of its own; each run a `run.started` and a `run.completed`. Returns the new input.
+pub fn append_big_tree(input: &Input) -> Result<Input> {
+    let path = input.path.with_extension("tree.ndjson");
+    std::fs::copy(&input.path, &path)?;
+    let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let root = crate::qcommon::BIG_ROOT;
+    let t0: i64 = 1_763_600_000_000;
+    let mut n = 0u64;
+    let mut run = |out: &mut BufWriter<File>, id: &str, run: serde_json::Value, t: i64| {
+        n += 1;
+        let started = serde_json::json!({"type": "run.started", "id": format!("big-e-{n}"),
+            "ts": t, "run_id": id, "run": run});
+        n += 1;
+        let done = serde_json::json!({"type": "run.completed", "id": format!("big-e-{n}"),
+            "ts": t + 5, "run_id": id, "output": {"data": [{"name": id}]}, "duration_ms": 5});
+        writeln!(out, "{started}")?;
+        writeln!(out, "{done}")
+    };
+    run(
+        &mut out,
+        root,
+        serde_json::json!({"operation": "workflow", "template": "WT-email-to-tasks",
+            "owner": "alice", "input": {"trigger": "bulk"}}),
+        t0,
+    )?;
+    for c in 0..BIG_TREE_CHILDREN {
+        let id = format!("big-c-{c}");
+        let t = t0 + 10 + c as i64;
+        run(
+            &mut out,
+            &id,
+            serde_json::json!({"operation": "select", "doctype": "Task", "owner": "alice",
+                "parent_run_id": root, "chain_id": root, "step_id": "fan-out",
+                "step_index": c, "input": {"where": {"name": format!("Task-{c:05}")}}}),
+            t,
+        )?;
+        if c % 2 == 0 {
+            run(
+                &mut out,
+                &format!("big-g-{c}"),
+                serde_json::json!({"operation": "summarize", "owner": "alice",
+                    "parent_run_id": id, "chain_id": root,
+                    "input": {"text": format!("grandchild of {c}")}}),
+                t + 1,
+            )?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    Input::open(path)
+}

@@ -8,9 +8,13 @@
 //! (the same binary, hidden `child` subcommand) so that peak memory is per system. Results are
 //! printed as a table and appended as JSON lines to `<dir>/results.jsonl`.
 
+mod bench_projections;
+mod bench_search;
+mod bench_stats;
 mod clock;
 mod gen;
 mod peer;
+mod qcommon;
 mod report;
 mod sys_file;
 mod sys_ledger;
@@ -42,6 +46,12 @@ struct Cli {
 enum Cmd {
     /// Durable bulk ingest: runledger vs a plain file with fsync per batch vs SQLite.
     Ingest(RunArgs),
+    /// Projection rebuild and point queries (trace, tree, show, state --at): runledger vs SQLite.
+    Projections(RunArgs),
+    /// Full-text index build and queries: runledger (tantivy) vs SQLite FTS5.
+    Search(RunArgs),
+    /// `stats --by operation`: runledger vs SQLite vs DuckDB over the Parquet export.
+    Stats(RunArgs),
     /// List the systems of every benchmark (the keys `--only` matches).
     List,
     /// Run one system of one benchmark in this process and print its measurement as JSON.
@@ -53,29 +63,73 @@ enum Cmd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Bench {
     Ingest,
+    Projections,
+    Search,
+    Stats,
 }
 
 impl Bench {
-    const ALL: [Bench; 1] = [Bench::Ingest];
+    const ALL: [Bench; 4] = [
+        Bench::Ingest,
+        Bench::Projections,
+        Bench::Search,
+        Bench::Stats,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Bench::Ingest => "ingest",
+            Bench::Projections => "projections",
+            Bench::Search => "search",
+            Bench::Stats => "stats",
         }
     }
     fn peers(self) -> Vec<Box<dyn Peer>> {
         match self {
             Bench::Ingest => peer::ingest_peers(),
+            Bench::Projections | Bench::Search => peer::query_peers(),
+            Bench::Stats => peer::stats_peers(),
         }
     }
     fn run(self, peer: &dyn Peer, input: &Input, dir: &Path) -> Result<Sample> {
         match self {
             Bench::Ingest => peer.ingest(input, dir),
+            Bench::Projections => peer.projections(input, dir),
+            Bench::Search => peer.search(input, dir),
+            Bench::Stats => peer.stats(input, dir),
         }
+    }
+    /// The query benchmarks read the workload plus a run tree of 10,000 children.
+    fn with_big_tree(self) -> bool {
+        self != Bench::Ingest
     }
     fn print(self, out: &mut dyn Write, input: &Input, ms: &[Measurement]) -> io::Result<()> {
         match self {
             Bench::Ingest => report::print_ingest(out, input, cores(), ms),
+            Bench::Projections => report::print_metrics(
+                out,
+                "projections: rebuild from the log, then point queries",
+                "rebuild",
+                input,
+                cores(),
+                ms,
+            ),
+            Bench::Search => report::print_metrics(
+                out,
+                "search: full-text index build, then queries (limit 10)",
+                "index build",
+                input,
+                cores(),
+                ms,
+            ),
+            Bench::Stats => report::print_metrics(
+                out,
+                "stats --by operation",
+                "first stats call (duckdb: Parquet export)",
+                input,
+                cores(),
+                ms,
+            ),
         }
     }
 }
@@ -146,6 +200,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Ingest(args) => run(Bench::Ingest, &args),
+        Cmd::Projections(args) => run(Bench::Projections, &args),
+        Cmd::Search(args) => run(Bench::Search, &args),
+        Cmd::Stats(args) => run(Bench::Stats, &args),
         Cmd::List => list(),
         Cmd::Child(args) => child(&args),
     };
@@ -233,6 +290,17 @@ fn run_in(
             );
             input
         }
+    };
+    let input = if bench.with_big_tree() {
+        let with_tree = gen::append_big_tree(&input)?;
+        eprintln!(
+            "appended a run tree of {} children: {} events",
+            report::thousands(gen::BIG_TREE_CHILDREN),
+            report::thousands(with_tree.events)
+        );
+        with_tree
+    } else {
+        input
     };
 
     let mut all = Vec::new();

@@ -30,6 +30,28 @@ pub struct Sample {
     pub disk: Option<DiskUse>,
     /// Durable commits (fsyncs) done.
     pub commits: Option<u64>,
+    /// Named figures of the benchmarks that measure more than one rate (latencies, sizes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<Metric>,
+}
+
+/// One named figure of a run: `unit` is `us` (latency, microseconds), `events/s`, `bytes`,
+/// `MiB`, `x` (a ratio) or `n` (a count).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+impl Metric {
+    pub fn new(name: impl Into<String>, value: f64, unit: &str) -> Metric {
+        Metric {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+        }
+    }
 }
 
 /// Space taken by a system's files.
@@ -64,6 +86,38 @@ pub trait Peer {
         let _ = (input, dir);
         bail!("{} has no ingest benchmark", self.key())
     }
+    /// Builds the projections from stored events (timed), then times point queries.
+    fn projections(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        let _ = (input, dir);
+        bail!("{} has no projections benchmark", self.key())
+    }
+    /// Builds the full-text index (timed), then times queries.
+    fn search(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        let _ = (input, dir);
+        bail!("{} has no search benchmark", self.key())
+    }
+    /// Times `stats --by operation` (and, where there is one, the export it reads).
+    fn stats(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        let _ = (input, dir);
+        bail!("{} has no stats benchmark", self.key())
+    }
+}
+
+/// The systems of `projections` and `search`: runledger and SQLite.
+pub fn query_peers() -> Vec<Box<dyn Peer>> {
+    vec![
+        Box::new(crate::sys_ledger::Runledger),
+        Box::new(crate::sys_sqlite::Sqlite::default()),
+    ]
+}
+
+/// The systems of `stats`: runledger, SQLite, DuckDB over runledger's Parquet export.
+pub fn stats_peers() -> Vec<Box<dyn Peer>> {
+    vec![
+        Box::new(crate::sys_ledger::Runledger),
+        Box::new(crate::sys_sqlite::Sqlite::default()),
+        Box::new(crate::bench_stats::DuckDb),
+    ]
 }
 
 /// The systems of the `ingest` benchmark, in table order: runledger, its peers, then the

@@ -340,3 +340,103 @@ mod tests {
         assert_eq!(text, "a           n\nlong name   1\n");
     }
 }
+
+/// Formats one metric value by its unit.
+fn metric_cell(value: f64, unit: &str) -> String {
+    if !value.is_finite() {
+        return "-".into();
+    }
+    match unit {
+        "us" if value >= 10_000.0 => format!("{:.1} ms", value / 1e3),
+        "us" => format!("{value:.1} µs"),
+        "events/s" => format!("{}/s", thousands(value.round() as u64)),
+        "MiB" => format!("{value:.0} MiB"),
+        "x" => format!("{value:.2}x"),
+        "bytes" => format!("{value:.1} B"),
+        "cores" => format!("{value:.2}"),
+        _ if value.fract() == 0.0 => thousands(value as u64),
+        _ => format!("{value:.2}"),
+    }
+}
+
+/// The table of a benchmark that reports named metrics (`projections`, `search`, `stats`): one
+/// row per metric, one column per system, then each other system's value over runledger's.
+pub fn print_metrics(
+    out: &mut dyn Write,
+    title: &str,
+    timed: &str,
+    input: &Input,
+    cores: usize,
+    ms: &[Measurement],
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{title}, {} events ({:.0} MB NDJSON, {:.0} B/event), {cores} cores",
+        thousands(input.events),
+        input.bytes as f64 / 1e6,
+        input.bytes_per_event()
+    )?;
+    let mut names: Vec<(String, String)> = Vec::new();
+    for m in ms {
+        for x in &m.sample.metrics {
+            if !names.iter().any(|(n, _)| n == &x.name) {
+                names.push((x.name.clone(), x.unit.clone()));
+            }
+        }
+    }
+    let base = ms.iter().position(|m| m.system == "runledger");
+    let mut header: Vec<String> = vec!["metric".into()];
+    header.extend(ms.iter().map(|m| m.system.clone()));
+    for (i, m) in ms.iter().enumerate() {
+        if Some(i) != base && base.is_some() {
+            header.push(format!("{} / runledger", m.system));
+        }
+    }
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = Table::new(&header_refs);
+    let value = |m: &Measurement, name: &str| {
+        m.sample
+            .metrics
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| x.value)
+    };
+    for (name, unit) in &names {
+        let mut row = vec![name.clone()];
+        for m in ms {
+            row.push(value(m, name).map_or("-".into(), |v| metric_cell(v, unit)));
+        }
+        if let Some(b) = base {
+            for (i, m) in ms.iter().enumerate() {
+                if i == b {
+                    continue;
+                }
+                let ratio = match (value(m, name), value(&ms[b], name)) {
+                    (Some(v), Some(r)) if r != 0.0 && unit != "n" => format!("{:.2}x", v / r),
+                    _ => "-".into(),
+                };
+                row.push(ratio);
+            }
+        }
+        t.row(row);
+    }
+    t.print(out)?;
+    for m in ms {
+        writeln!(
+            out,
+            "{}: {}; timed section ({timed}): {:.2} s, {:.2} cores, peak RSS of the child {}",
+            m.system,
+            m.label,
+            m.sample.timing.secs,
+            m.sample.timing.cores(),
+            m.peak_rss_bytes
+                .map_or("-".into(), |b| format!("{} MiB", b >> 20)),
+        )?;
+    }
+    writeln!(
+        out,
+        "Latencies in-process over random keys drawn from the input (same keys for every system); \
+         ratio > 1: slower / bigger than runledger."
+    )?;
+    warn_busy(out, ms)
+}

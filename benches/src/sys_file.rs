@@ -83,6 +83,7 @@ impl Peer for PlainFile {
             timing,
             disk: Some(disk_use(dir)?),
             commits: Some(commits),
+            ..Sample::default()
         })
     }
 }

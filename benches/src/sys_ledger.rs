@@ -78,7 +78,18 @@ impl Peer for Runledger {
             timing,
             disk: Some(disk_use(dir)?),
             commits: Some(commits.0),
+            ..Sample::default()
         })
+    }
+
+    fn projections(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        crate::bench_projections::runledger(input, dir)
+    }
+    fn search(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        crate::bench_search::runledger(input, dir)
+    }
+    fn stats(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        crate::bench_stats::runledger(input, dir)
     }
 }
 
@@ -201,6 +212,7 @@ fn timed_appends<B>(
         timing,
         disk: Some(disk_use(dir)?),
         commits: Some(commits),
+        ..Sample::default()
     })
 }
 

@@ -157,6 +157,17 @@ impl Peer for Sqlite {
             timing,
             disk: Some(disk),
             commits: Some(commits),
+            ..Sample::default()
         })
+    }
+
+    fn projections(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        crate::bench_projections::sqlite(input, dir)
+    }
+    fn search(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        crate::bench_search::sqlite(input, dir)
+    }
+    fn stats(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        crate::bench_stats::sqlite(input, dir)
     }
 }

@@ -9,7 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     if file == "--gen" {
         let mut out = std::io::BufWriter::new(std::fs::File::create(db)?);
-        ledger::workload::write_ndjson(&ledger::workload::config_for_events(42, 1_000_000), &mut out)?;
+        ledger::workload::write_ndjson(
+            &ledger::workload::config_for_events(42, 1_000_000),
+            &mut out,
+        )?;
         return Ok(());
     }
     if file == "--sizes" {
@@ -24,8 +27,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let parse = t.elapsed().as_secs_f64();
-    println!("parse, 1 thread: {n} events in {parse:.2}s = {:.0}/s", n as f64 / parse);
-    let events: Vec<ledger::Event> = text.lines().filter_map(|l| ledger::parse_event(l).ok()).collect();
+    println!(
+        "parse, 1 thread: {n} events in {parse:.2}s = {:.0}/s",
+        n as f64 / parse
+    );
+    let events: Vec<ledger::Event> = text
+        .lines()
+        .filter_map(|l| ledger::parse_event(l).ok())
+        .collect();
     let _ = std::fs::remove_file(db);
     let l = ledger::Ledger::open(db)?;
     let t = Instant::now();
@@ -72,6 +81,10 @@ fn sizes(db: &str) -> Result<(), Box<dyn std::error::Error>> {
         n += 1;
         Ok(true)
     })?;
-    println!("{n} events, {} bytes of entries, {:.0} B/event", bytes, bytes as f64 / n as f64);
+    println!(
+        "{n} events, {} bytes of entries, {:.0} B/event",
+        bytes,
+        bytes as f64 / n as f64
+    );
     Ok(())
 }

@@ -5,6 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = std::time::Instant::now();
     let n = ledger::project::rebuild(&l, &mut |_, _| {})?;
     let s = t.elapsed().as_secs_f64();
-    println!("projections rebuilt from {n} events in {s:.2}s = {:.0}/s", n as f64 / s);
+    println!(
+        "projections rebuilt from {n} events in {s:.2}s = {:.0}/s",
+        n as f64 / s
+    );
     Ok(())
 }

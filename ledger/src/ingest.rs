@@ -8,8 +8,8 @@ use std::io::Read;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use crate::error::Result;
 use crate::encode::EncodedBatch;
+use crate::error::Result;
 use crate::log::{Ledger, Outcome};
 use crate::parse::{parse_event_limited, Rejection, DEFAULT_MAX_EVENT_BYTES};
 

@@ -12,8 +12,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::block::{self, Block, BlockBuilder, Hash};
 use crate::dedup;
-use crate::error::{Error, Result};
 use crate::encode::EncodedBatch;
+use crate::error::{Error, Result};
 use crate::event::{ArchivedStoredEvent, Event};
 
 /// Version of the stored bytes: the rkyv format features and the layouts of `block`/`dedup`.

@@ -74,9 +74,19 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let view = ledger.view(None)?;
     let mut created: Vec<(String, String, String)> = Vec::new();
     view.reader().scan(1, view.at(), |_, ev| {
-        if let ArchivedBody::Doc { change, doctype, name, .. } = &ev.event.body {
+        if let ArchivedBody::Doc {
+            change,
+            doctype,
+            name,
+            ..
+        } = &ev.event.body
+        {
             if change.get() == ledger::DocChange::Created && doctype.as_str() == "Task" {
-                created.push((doctype.to_string(), name.to_string(), ev.event.run_id.to_string()));
+                created.push((
+                    doctype.to_string(),
+                    name.to_string(),
+                    ev.event.run_id.to_string(),
+                ));
             }
         }
         Ok(true)
@@ -116,7 +126,11 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     };
     let found = query::search::search(&ledger, &req)?;
     if !ctx.json {
-        for h in found["hits"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for h in found["hits"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             out_line(&format!(
                 "  {:<14} {:<10} {}  {}",
                 h["run_id"].as_str().unwrap_or("-"),
@@ -125,7 +139,10 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
                 h["snippet"].as_str().unwrap_or("").replace('\n', " ")
             ))?;
         }
-        out_line(&format!("{} failed runs mention an invoice", found["total"]))?;
+        out_line(&format!(
+            "{} failed runs mention an invoice",
+            found["total"]
+        ))?;
     }
     summary["search"] = json!({"query": "invoice", "status": "failed", "total": found["total"]});
 
@@ -140,7 +157,11 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             "  {:<12} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}",
             "OPERATION", "RUNS", "FAILED", "CANCEL", "P50", "P95", "P99"
         ))?;
-        for g in stats["groups"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for g in stats["groups"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             out_line(&format!(
                 "  {:<12} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}",
                 g["key"].as_str().unwrap_or("-"),

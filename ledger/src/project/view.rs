@@ -228,7 +228,10 @@ impl View {
         let run = RunState::decode(v.value())?;
         let mut keys = Vec::new();
         for &seq in run.seqs.iter().take_while(|&&s| s <= self.at) {
-            if let Some(ts) = self.reader.with_event(seq, |ev| ev.event.ts_ms.to_native())? {
+            if let Some(ts) = self
+                .reader
+                .with_event(seq, |ev| ev.event.ts_ms.to_native())?
+            {
                 keys.push((ts, seq));
             }
         }
@@ -334,9 +337,8 @@ impl View {
                 }));
             }
         };
-        let in_range = |key: i64| {
-            f.since_ms.is_none_or(|s| key >= s) && f.until_ms.is_none_or(|u| key <= u)
-        };
+        let in_range =
+            |key: i64| f.since_ms.is_none_or(|s| key >= s) && f.until_ms.is_none_or(|u| key <= u);
         if self.at >= self.applied {
             // The index holds every run's current listing time: walk it newest first.
             let lo = (f.since_ms.unwrap_or(i64::MIN), "");
@@ -357,7 +359,9 @@ impl View {
             let mut rows = Vec::new();
             for item in self.by_start.iter()? {
                 let (k, _) = item?;
-                let Some(r) = self.run(k.value().1)? else { continue };
+                let Some(r) = self.run(k.value().1)? else {
+                    continue;
+                };
                 let key = sort_key(&r);
                 if in_range(key) && f.matches(&r) {
                     rows.push((key, r));
