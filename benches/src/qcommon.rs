@@ -247,11 +247,9 @@ pub fn sqlite_build_projections(conn: &Connection) -> Result<SqliteProjections> 
                 "run.cancelled" => r.terminal(seq, "cancelled", ts, &ev),
                 "run.waiting" => r.waiting = true,
                 "run.resumed" => r.waiting = false,
-                "run.progress" => {
-                    if ev.get("path").and_then(Value::as_str) == Some("output.text") {
-                        if let Some(v) = ev.get("value").and_then(Value::as_str) {
-                            r.streamed.push_str(v);
-                        }
+                "run.progress" if ev.get("path").and_then(Value::as_str) == Some("output.text") => {
+                    if let Some(v) = ev.get("value").and_then(Value::as_str) {
+                        r.streamed.push_str(v);
                     }
                 }
                 _ => {}

@@ -318,29 +318,6 @@ pub fn mib(bytes: u64) -> String {
     format!("{} MiB", bytes >> 20)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_groups_digits() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let mut t = Table::new(&["a", "n"]);
-        t.row(vec!["long name".into(), "1".into()]);
-        let mut out = Vec::new();
-        t.print(&mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "a           n\nlong name   1\n");
-    }
-}
-
 /// Formats one metric value by its unit.
 fn metric_cell(value: f64, unit: &str) -> String {
     if !value.is_finite() {
@@ -439,4 +416,27 @@ pub fn print_metrics(
          ratio > 1: slower / bigger than runledger."
     )?;
     warn_busy(out, ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(&["a", "n"]);
+        t.row(vec!["long name".into(), "1".into()]);
+        let mut out = Vec::new();
+        t.print(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "a           n\nlong name   1\n");
+    }
 }
