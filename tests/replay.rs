@@ -909,11 +909,7 @@ fn replay_to_a_second_runledger_serve() {
         if let Some(mut e) = serve.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
-        eprintln!(
-            "skipped: `runledger serve` is not available in this build ({})",
-            err.trim()
-        );
-        return;
+        panic!("`runledger serve` did not come up: {}", err.trim());
     }
     let url = format!("http://{addr}/v1/events");
     let o = rl(
