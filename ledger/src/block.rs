@@ -14,9 +14,10 @@ use crate::event::ArchivedStoredEvent;
 /// Events per block at most.
 pub const MAX_BLOCK_EVENTS: usize = 4096;
 /// Size a block stays within (a single larger event makes a block of its own). redb stores a
-/// large value in a power-of-two run of pages, so a block just over 1 MiB would take 2 MiB:
-/// stay a page under it, leaving room for redb's leaf header and the key.
-pub const MAX_BLOCK_BYTES: usize = (1 << 20) - 4096;
+/// large value in a power-of-two run of pages, so a block just over 64 KiB would take 128 KiB:
+/// stay under it, leaving room for redb's leaf header and the key. Small enough that reading
+/// one event (trace, show, folds) reads 16 pages, large enough that a commit writes few values.
+pub const MAX_BLOCK_BYTES: usize = (64 << 10) - 512;
 
 pub const HASH_LEN: usize = 32;
 pub type Hash = [u8; HASH_LEN];
