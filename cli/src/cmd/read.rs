@@ -15,13 +15,14 @@ pub struct ShowArgs {
     pub at: AtArgs,
 }
 
+/// Which runs: flags shared by `runs` and `search`.
 #[derive(clap::Args, Debug)]
-pub struct RunsArgs {
+pub struct RunFilterArgs {
     #[arg(long)]
     pub operation: Option<String>,
     #[arg(long)]
     pub doctype: Option<String>,
-    /// running, waiting, completed, failed or cancelled.
+    /// running, waiting, completed, failed or cancelled (the run's current status).
     #[arg(long, value_parser = parse_status)]
     pub status: Option<Status>,
     /// The workflow template (or flow) a run names.
@@ -31,15 +32,21 @@ pub struct RunsArgs {
     pub owner: Option<String>,
     #[arg(long)]
     pub agent: Option<String>,
+    /// Runs that started at or after this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<i64>,
+    /// Runs that started at or before this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<i64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub filter: RunFilterArgs,
     /// Only top-level runs (no parent).
     #[arg(long)]
     pub root: bool,
-    /// Runs that started at or after this time (RFC 3339).
-    #[arg(long, value_parser = parse_time)]
-    pub since: Option<i64>,
-    /// Runs that started at or before this time (RFC 3339).
-    #[arg(long, value_parser = parse_time)]
-    pub until: Option<i64>,
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
     /// Skip this many matching runs (paging).
@@ -112,16 +119,26 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn runs(ctx: &Ctx, a: RunsArgs) -> anyhow::Result<ExitCode> {
+    let RunFilterArgs {
+        operation,
+        doctype,
+        status,
+        template,
+        owner,
+        agent,
+        since,
+        until,
+    } = a.filter;
     let f = RunFilter {
-        operation: a.operation,
-        doctype: a.doctype,
-        status: a.status,
-        template: a.template,
-        owner: a.owner,
-        agent: a.agent,
+        operation,
+        doctype,
+        status,
+        template,
+        owner,
+        agent,
         root: a.root,
-        since_ms: a.since,
-        until_ms: a.until,
+        since_ms: since,
+        until_ms: until,
         limit: a.limit,
         offset: a.offset,
     };

@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::cmd::read::parse_status;
-use crate::ctx::{out_line, parse_time, Ctx, Problem};
+use crate::cmd::read::RunFilterArgs;
+use crate::ctx::{out_line, Ctx, Problem};
 use crate::human;
-use ledger::project::Status;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -22,26 +21,8 @@ pub struct Args {
     /// What to look for (several words are joined with spaces).
     #[arg(value_name = "QUERY", num_args = 0..)]
     pub query: Vec<String>,
-    #[arg(long)]
-    pub operation: Option<String>,
-    #[arg(long)]
-    pub doctype: Option<String>,
-    /// running, waiting, completed, failed or cancelled (the run's current status).
-    #[arg(long, value_parser = parse_status)]
-    pub status: Option<Status>,
-    /// The workflow template (or flow) a run names.
-    #[arg(long)]
-    pub template: Option<String>,
-    #[arg(long)]
-    pub owner: Option<String>,
-    #[arg(long)]
-    pub agent: Option<String>,
-    /// Runs that started at or after this time (RFC 3339 or YYYY-MM-DD).
-    #[arg(long, value_parser = parse_time)]
-    pub since: Option<i64>,
-    /// Runs that started at or before this time (RFC 3339 or YYYY-MM-DD).
-    #[arg(long, value_parser = parse_time)]
-    pub until: Option<i64>,
+    #[command(flatten)]
+    pub filter: RunFilterArgs,
     /// Hits to show at most (0: only count them).
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
@@ -54,14 +35,14 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let ledger = ctx.open_for_read()?;
     let req = query::search::SearchRequest {
         query: args.query.join(" "),
-        operation: args.operation,
-        doctype: args.doctype,
-        status: args.status,
-        template: args.template,
-        owner: args.owner,
-        agent: args.agent,
-        since_ms: args.since,
-        until_ms: args.until,
+        operation: args.filter.operation,
+        doctype: args.filter.doctype,
+        status: args.filter.status,
+        template: args.filter.template,
+        owner: args.filter.owner,
+        agent: args.filter.agent,
+        since_ms: args.filter.since,
+        until_ms: args.filter.until,
         limit: args.limit,
         offset: args.offset,
     };

@@ -289,6 +289,16 @@ fn param_time(q: &Params, name: &str) -> Result<Option<i64>, String> {
     }
 }
 
+fn param_status(q: &Params) -> Result<Option<ledger::project::Status>, String> {
+    param_str(q, "status")
+        .map(|s| {
+            ledger::project::Status::parse(&s).ok_or_else(|| {
+                format!("status={s:?} is not one of running, waiting, completed, failed, cancelled")
+            })
+        })
+        .transpose()
+}
+
 fn param_str(q: &Params, name: &str) -> Option<String> {
     q.get(name).filter(|s| !s.is_empty()).cloned()
 }
@@ -475,17 +485,7 @@ async fn state_view(State(st): State<Arc<AppState>>, Query(q): Query<Params>) ->
 
 async fn runs(State(st): State<Arc<AppState>>, Query(q): Query<Params>) -> Response {
     let at = tri!(param_at(&q));
-    let status = match param_str(&q, "status") {
-        None => None,
-        Some(s) => match ledger::project::Status::parse(&s) {
-            Some(st) => Some(st),
-            None => {
-                return bad(format!(
-                    "status={s:?} is not one of running, waiting, completed, failed, cancelled"
-                ))
-            }
-        },
-    };
+    let status = tri!(param_status(&q));
     let f = RunFilter {
         operation: param_str(&q, "operation"),
         doctype: param_str(&q, "doctype"),
@@ -503,17 +503,7 @@ async fn runs(State(st): State<Arc<AppState>>, Query(q): Query<Params>) -> Respo
 }
 
 async fn search(State(st): State<Arc<AppState>>, Query(q): Query<Params>) -> Response {
-    let status = match param_str(&q, "status") {
-        None => None,
-        Some(s) => match ledger::project::Status::parse(&s) {
-            Some(st) => Some(st),
-            None => {
-                return bad(format!(
-                    "status={s:?} is not one of running, waiting, completed, failed, cancelled"
-                ))
-            }
-        },
-    };
+    let status = tri!(param_status(&q));
     let req = query::search::SearchRequest {
         query: q.get("q").cloned().unwrap_or_default(),
         operation: param_str(&q, "operation"),
