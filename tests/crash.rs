@@ -287,3 +287,40 @@ fn kill_while_indexing_leaves_the_ledger_usable() {
     assert!(kills > 0, "(seed {seed})");
     assert_verifies(&l, &format!("at the end (seed {seed})"));
 }
+
+/// The projections file is derived: lost, or belonging to another log (a log restored from a
+/// backup beside newer projections), it is rebuilt, and every answer is the log's own.
+#[test]
+fn projections_file_lost_or_of_another_log_is_rebuilt() {
+    let a = Ledger::new();
+    let b = Ledger::new();
+    let file_a = a.write("a.ndjson", &join_lines(&workload_lines(1, 60)));
+    let file_b = b.write("b.ndjson", &join_lines(&workload_lines(2, 90)));
+    for (l, f) in [(&a, &file_a), (&b, &file_b)] {
+        let (code, _, err) = l.cmd(&["ingest"]).arg(f).json();
+        assert_eq!(code, 0, "{err}");
+    }
+    let q = ["runs", "--limit", "1000000"];
+    let want = a.ok(&q);
+    let state = a.ok(&["state"]);
+    assert_ne!(
+        want,
+        b.ok(&q),
+        "the two ledgers must differ for this test to mean anything"
+    );
+
+    let proj = ledger::projections_path(&a.db);
+    assert!(
+        proj.exists(),
+        "projections live beside the log at {}",
+        proj.display()
+    );
+    std::fs::copy(ledger::projections_path(&b.db), &proj).expect("copying projections");
+    assert_eq!(a.ok(&q), want, "projections of another log were used");
+    assert_eq!(a.ok(&["state"]), state);
+
+    std::fs::remove_file(&proj).expect("removing projections");
+    assert_eq!(a.ok(&q), want, "lost projections were not rebuilt");
+    assert_eq!(a.ok(&["state"]), state);
+    assert_verifies(&a, "after replacing its projections");
+}

@@ -10,6 +10,7 @@
 
 mod bench_projections;
 mod bench_search;
+mod bench_serve;
 mod bench_stats;
 mod clock;
 mod gen;
@@ -52,6 +53,8 @@ enum Cmd {
     Search(RunArgs),
     /// `stats --by operation`: runledger vs SQLite vs DuckDB over the Parquet export.
     Stats(RunArgs),
+    /// Ingest over HTTP (`runledger serve`, several clients) next to the CLI bulk path.
+    Serve(RunArgs),
     /// List the systems of every benchmark (the keys `--only` matches).
     List,
     /// Run one system of one benchmark in this process and print its measurement as JSON.
@@ -66,14 +69,16 @@ enum Bench {
     Projections,
     Search,
     Stats,
+    Serve,
 }
 
 impl Bench {
-    const ALL: [Bench; 4] = [
+    const ALL: [Bench; 5] = [
         Bench::Ingest,
         Bench::Projections,
         Bench::Search,
         Bench::Stats,
+        Bench::Serve,
     ];
 
     fn name(self) -> &'static str {
@@ -82,6 +87,7 @@ impl Bench {
             Bench::Projections => "projections",
             Bench::Search => "search",
             Bench::Stats => "stats",
+            Bench::Serve => "serve",
         }
     }
     fn peers(self) -> Vec<Box<dyn Peer>> {
@@ -89,6 +95,7 @@ impl Bench {
             Bench::Ingest => peer::ingest_peers(),
             Bench::Projections | Bench::Search => peer::query_peers(),
             Bench::Stats => peer::stats_peers(),
+            Bench::Serve => peer::serve_peers(),
         }
     }
     fn run(self, peer: &dyn Peer, input: &Input, dir: &Path) -> Result<Sample> {
@@ -97,11 +104,12 @@ impl Bench {
             Bench::Projections => peer.projections(input, dir),
             Bench::Search => peer.search(input, dir),
             Bench::Stats => peer.stats(input, dir),
+            Bench::Serve => peer.serve(input, dir),
         }
     }
     /// The query benchmarks read the workload plus a run tree of 10,000 children.
     fn with_big_tree(self) -> bool {
-        self != Bench::Ingest
+        !matches!(self, Bench::Ingest | Bench::Serve)
     }
     fn print(self, out: &mut dyn Write, input: &Input, ms: &[Measurement]) -> io::Result<()> {
         match self {
@@ -126,6 +134,14 @@ impl Bench {
                 out,
                 "stats --by operation",
                 "first stats call (duckdb: Parquet export)",
+                input,
+                cores(),
+                ms,
+            ),
+            Bench::Serve => report::print_metrics(
+                out,
+                "serve: durable ingest over HTTP on loopback vs the CLI bulk path",
+                "until the last acknowledgement",
                 input,
                 cores(),
                 ms,
@@ -203,6 +219,7 @@ fn main() -> ExitCode {
         Cmd::Projections(args) => run(Bench::Projections, &args),
         Cmd::Search(args) => run(Bench::Search, &args),
         Cmd::Stats(args) => run(Bench::Stats, &args),
+        Cmd::Serve(args) => run(Bench::Serve, &args),
         Cmd::List => list(),
         Cmd::Child(args) => child(&args),
     };

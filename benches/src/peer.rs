@@ -101,6 +101,11 @@ pub trait Peer {
         let _ = (input, dir);
         bail!("{} has no stats benchmark", self.key())
     }
+    /// Ingest over HTTP (or the CLI bulk path it is compared with) into a fresh store.
+    fn serve(&self, input: &Input, dir: &Path) -> Result<Sample> {
+        let _ = (input, dir);
+        bail!("{} has no serve benchmark", self.key())
+    }
 }
 
 /// The systems of `projections` and `search`: runledger and SQLite.
@@ -117,6 +122,18 @@ pub fn stats_peers() -> Vec<Box<dyn Peer>> {
         Box::new(crate::sys_ledger::Runledger),
         Box::new(crate::sys_sqlite::Sqlite::default()),
         Box::new(crate::bench_stats::DuckDb),
+    ]
+}
+
+/// The systems of `serve`: the CLI bulk path, then HTTP ingest.
+pub fn serve_peers() -> Vec<Box<dyn Peer>> {
+    use crate::bench_serve::{CliBulk, Http, Mode};
+    vec![
+        Box::new(CliBulk),
+        Box::new(Http(Mode::Throughput)),
+        Box::new(Http(Mode::ThroughputDeferred)),
+        Box::new(Http(Mode::Latency)),
+        Box::new(Http(Mode::LatencyDeferred)),
     ]
 }
 

@@ -67,13 +67,19 @@ impl Db {
     }
 }
 
-/// An open ledger file.
+/// An open ledger: the log file, and beside it the projections file (`<log>.proj`), derived
+/// from the log and rebuilt from it whenever it is missing, stale or from another log.
 pub struct Ledger {
     pub(crate) db: Db,
+    /// The projections. A file of its own so that the projector's transactions never hold the
+    /// log's write lock: redb has one writer at a time per file, and appends must not wait.
+    pub(crate) proj: Db,
     path: PathBuf,
     /// The head as of the last commit; the mutex also serialises writers in this process.
     head: Mutex<Head>,
     appended: Condvar,
+    /// Serialises projection catch-ups in this process (each plans from a snapshot).
+    pub(crate) projector: Mutex<()>,
 }
 
 fn builder() -> redb::Builder {
@@ -93,8 +99,8 @@ impl Ledger {
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
         let path = path.as_ref().to_path_buf();
         let db = builder().create(&path).map_err(|e| open_error(&path, e))?;
-        let ledger = Ledger::with_db(Db::Write(db), path)?;
-        Ok(ledger)
+        let proj = open_projections(&path)?;
+        Ledger::with_db(Db::Write(db), proj, path)
     }
 
     /// Opens an existing ledger for reading: for writing when no other process has it (so that
@@ -109,18 +115,26 @@ impl Ledger {
             )));
         }
         match builder().open(&path) {
-            Ok(db) => Ledger::with_db(Db::Write(db), path),
+            Ok(db) => {
+                let proj = open_projections(&path)?;
+                Ledger::with_db(Db::Write(db), proj, path)
+            }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 let db = builder()
                     .open_read_only(&path)
                     .map_err(|e| open_error(&path, e))?;
-                Ledger::with_db(Db::Read(db), path)
+                // The writing process created the projections file when it opened the log.
+                let proj_path = projections_path(&path);
+                let proj = builder()
+                    .open_read_only(&proj_path)
+                    .map_err(|e| open_error(&proj_path, e))?;
+                Ledger::with_db(Db::Read(db), Db::Read(proj), path)
             }
             Err(e) => Err(open_error(&path, e)),
         }
     }
 
-    fn with_db(db: Db, path: PathBuf) -> Result<Ledger> {
+    fn with_db(db: Db, proj: Db, path: PathBuf) -> Result<Ledger> {
         if let Db::Write(d) = &db {
             let tx = d.begin_write()?;
             {
@@ -134,15 +148,21 @@ impl Ledger {
                 }
                 tx.open_table(BLOCKS)?;
                 tx.open_table(IDS)?;
-                crate::project::tables::create_all(&tx)?;
             }
+            tx.commit()?;
+        }
+        if let Db::Write(d) = &proj {
+            let tx = d.begin_write()?;
+            crate::project::tables::create_all(&tx)?;
             tx.commit()?;
         }
         let ledger = Ledger {
             db,
+            proj,
             path,
             head: Mutex::new(Head::EMPTY),
             appended: Condvar::new(),
+            projector: Mutex::new(()),
         };
         let head = ledger.read_head()?;
         *ledger.lock_head() = head;
@@ -158,8 +178,18 @@ impl Ledger {
         matches!(self.db, Db::Write(_))
     }
 
-    pub(crate) fn write_db(&self) -> Result<&redb::Database> {
+    fn write_db(&self) -> Result<&redb::Database> {
         match &self.db {
+            Db::Write(d) => Ok(d),
+            Db::Read(_) => Err(Error::Busy {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// The projections file, for the projector's writes.
+    pub(crate) fn proj_write_db(&self) -> Result<&redb::Database> {
+        match &self.proj {
             Db::Write(d) => Ok(d),
             Db::Read(_) => Err(Error::Busy {
                 path: self.path.clone(),
@@ -333,8 +363,21 @@ impl Ledger {
             })?
         };
         let blocks = tx.open_table(BLOCKS)?;
-        Ok(LogReader { tx, blocks, head })
+        Ok(LogReader { blocks, head })
     }
+}
+
+/// Where the projections of the log at `log` live: `<log>.proj`.
+pub fn projections_path(log: &Path) -> PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".proj");
+    PathBuf::from(p)
+}
+
+fn open_projections(log: &Path) -> Result<Db> {
+    let path = projections_path(log);
+    let db = builder().create(&path).map_err(|e| open_error(&path, e))?;
+    Ok(Db::Write(db))
 }
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
@@ -407,8 +450,8 @@ fn stored_id_is(
 
 /// A read snapshot of the log. Events are handed to closures as rkyv archives read in place.
 pub struct LogReader {
+    /// Holds the snapshot open (redb's tables keep their transaction alive).
     blocks: redb::ReadOnlyTable<u64, &'static [u8]>,
-    tx: redb::ReadTransaction,
     head: Head,
 }
 
@@ -486,11 +529,6 @@ impl LogReader {
             }
         }
         Ok(())
-    }
-
-    /// The read transaction, for opening projection tables in the same snapshot.
-    pub(crate) fn tx(&self) -> &redb::ReadTransaction {
-        &self.tx
     }
 
     /// Calls `f` with each raw block `(first seq, bytes)` in order: for verification, which

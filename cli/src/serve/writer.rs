@@ -105,6 +105,7 @@ fn commit(
     let started = Instant::now();
     let result = ledger.append(all);
     metrics.observe_commit(started.elapsed(), n);
+
     match result {
         Ok(outcomes) => {
             let mut stored = 0u64;

@@ -10,7 +10,7 @@ pub mod run;
 pub mod tables;
 mod view;
 
-pub use projector::{applied, catch_up, rebuild, BATCH_EVENTS};
+pub use projector::{applied, catch_up, catch_up_in_steps, rebuild, BATCH_EVENTS};
 pub use run::{RunState, Status};
 pub use tables::CHECKPOINT_EVERY;
 pub use view::{run_json, DocChangeRow, RunFilter, View};

@@ -1,6 +1,11 @@
 //! Applies the log to the projection tables, batch by batch, each batch one transaction that
 //! also records the last seq applied — so a crash loses at most an uncommitted batch, which the
 //! next open applies again.
+//!
+//! A batch is folded from a read snapshot first ([`plan_batch`]); the write transaction then
+//! only inserts ([`write_batch`]). redb has one write lock for the whole file, shared with the
+//! log's appends: keeping the fold outside it keeps appends (and HTTP acknowledgements) from
+//! waiting on the projector's CPU work.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +23,7 @@ pub const BATCH_EVENTS: u64 = 32_768;
 
 /// The last seq the projections have applied.
 pub fn applied(ledger: &Ledger) -> Result<u64> {
-    let tx = ledger.db.begin_read()?;
-    applied_in(&tx)
+    applied_in(&ledger.proj.begin_read()?)
 }
 
 pub(crate) fn applied_in(tx: &redb::ReadTransaction) -> Result<u64> {
@@ -27,36 +31,51 @@ pub(crate) fn applied_in(tx: &redb::ReadTransaction) -> Result<u64> {
     Ok(meta.get("applied")?.map_or(0, |v| v.value()))
 }
 
-/// Applies every event past the projections' watermark. Returns the new watermark.
+/// Applies every event past the projections' watermark, up to the head as it is when called,
+/// in transactions of at most [`BATCH_EVENTS`]. Returns the new watermark.
 /// `progress(applied, head)` is called after each batch.
 pub fn catch_up(ledger: &Ledger, progress: &mut dyn FnMut(u64, u64)) -> Result<u64> {
-    let db = ledger.write_db()?;
-    // Projections written by another layout are dropped and rebuilt: they are derived.
-    let version = {
-        let tx = db.begin_read()?;
-        let meta = tx.open_table(PROJ_META)?;
-        let v = meta.get("version")?.map(|v| v.value());
-        v
-    };
-    if version != Some(PROJECTION_VERSION) {
+    catch_up_in_steps(ledger, BATCH_EVENTS, progress)
+}
+
+/// [`catch_up`] in transactions of at most `step` events. Each transaction holds redb's write
+/// lock, which appends need too, for about a microsecond per event plus a commit: a server
+/// acknowledging appends keeps `step` small so that appends never wait long.
+pub fn catch_up_in_steps(
+    ledger: &Ledger,
+    step: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
+    let db = ledger.proj_write_db()?;
+    // A panic elsewhere cannot leave the unit value half-written.
+    let _one_projector = ledger.projector.lock().unwrap_or_else(|p| p.into_inner());
+    // Projections written by another layout, or of another log (the log file was replaced), are
+    // dropped and rebuilt: they are derived.
+    if !current(ledger, &db.begin_read()?)? {
         let tx = db.begin_write()?;
         drop_all(&tx)?;
         tx.open_table(PROJ_META)?
             .insert("version", PROJECTION_VERSION)?;
         tx.commit()?;
     }
+    // Up to the head as of now: under a steady stream of appends, chasing the head would end in
+    // a commit per handful of events.
+    let head = ledger.head()?.seq;
     loop {
+        // The projections' snapshot first: the log's, taken after, holds at least as much.
+        let ptx = db.begin_read()?;
+        let applied = applied_in(&ptx)?;
         let reader = ledger.reader()?;
-        let head = reader.head().seq;
-        let applied = applied_in(reader.tx())?;
         if applied >= head {
             return Ok(applied);
         }
         // Never cross a checkpoint boundary inside a batch: the active set is snapshot there.
         let boundary = (applied / CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY;
-        let to = head.min(applied + BATCH_EVENTS).min(boundary);
+        let to = head.min(applied + step.max(1)).min(boundary);
+        let plan = plan_batch(&reader, &ptx, applied + 1, to)?;
+        drop((reader, ptx));
         let tx = db.begin_write()?;
-        apply_batch(&reader, &tx, applied + 1, to)?;
+        write_batch(&tx, &plan)?;
         tx.commit()?;
         progress(to, head);
     }
@@ -64,13 +83,40 @@ pub fn catch_up(ledger: &Ledger, progress: &mut dyn FnMut(u64, u64)) -> Result<u
 
 /// Drops every projection and rebuilds it from the log.
 pub fn rebuild(ledger: &Ledger, progress: &mut dyn FnMut(u64, u64)) -> Result<u64> {
-    let db = ledger.write_db()?;
-    let tx = db.begin_write()?;
-    drop_all(&tx)?;
-    tx.open_table(PROJ_META)?
-        .insert("version", PROJECTION_VERSION)?;
-    tx.commit()?;
+    let db = ledger.proj_write_db()?;
+    {
+        let _one_projector = ledger.projector.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = db.begin_write()?;
+        drop_all(&tx)?;
+        tx.open_table(PROJ_META)?
+            .insert("version", PROJECTION_VERSION)?;
+        tx.commit()?;
+    }
     catch_up(ledger, progress)
+}
+
+/// Whether the projections in `tx` were written by this layout from this log: the version
+/// matches, they applied no more than the log holds, and the log's chain hash at their
+/// watermark is the one they recorded.
+fn current(ledger: &Ledger, tx: &redb::ReadTransaction) -> Result<bool> {
+    let meta = tx.open_table(PROJ_META)?;
+    if meta.get("version")?.map(|v| v.value()) != Some(PROJECTION_VERSION) {
+        return Ok(false);
+    }
+    let applied = meta.get("applied")?.map_or(0, |v| v.value());
+    if applied == 0 {
+        return Ok(true);
+    }
+    let recorded = tx
+        .open_table(PROJ_LOG)?
+        .get("applied_hash")?
+        .map(|v| v.value().to_vec());
+    let mut actual = None;
+    ledger.reader()?.scan(applied, applied, |hash, _| {
+        actual = Some(hash.to_vec());
+        Ok(false)
+    })?;
+    Ok(actual.is_some() && actual == recorded)
 }
 
 /// One event of a batch: its fold key and where its archive sits in the arena.
@@ -108,9 +154,38 @@ impl Batch {
     }
 }
 
-fn apply_batch(reader: &LogReader, tx: &WriteTransaction, from: u64, to: u64) -> Result<()> {
+/// Everything one batch changes in the projection tables, worked out from a read snapshot so
+/// that the write transaction (which holds redb's single write lock, and so holds up appends)
+/// only inserts.
+struct Plan {
+    from: u64,
+    to: u64,
+    /// The log's chain hash at `to`.
+    to_hash: block::Hash,
+    runs: Vec<RunWrite>,
+    /// (parent, child) links new or seen earlier than recorded.
+    links: Vec<((String, String), u64)>,
+    docs: Vec<(String, String, u64)>,
+    completions: Vec<(i64, u64, String)>,
+    /// The active set after the batch, when `to` is a checkpoint.
+    active_at: Option<Vec<u8>>,
+}
+
+struct RunWrite {
+    run_id: String,
+    state: Vec<u8>,
+    old_key: Option<i64>,
+    key: i64,
+    active: bool,
+}
+
+/// Folds events `from..=to` over the projections as of snapshot `tx` (which has applied up to
+/// `from - 1`).
+fn plan_batch(reader: &LogReader, tx: &redb::ReadTransaction, from: u64, to: u64) -> Result<Plan> {
     let mut b = Batch::default();
-    reader.scan_entries(from, to, |seq, _, archive| {
+    let mut to_hash = [0; 32];
+    reader.scan_entries(from, to, |seq, hash, archive| {
+        to_hash = *hash;
         let ev = block::access(seq, archive)?;
         let e = &ev.event;
         let ts = e.ts_ms.to_native();
@@ -139,12 +214,11 @@ fn apply_batch(reader: &LogReader, tx: &WriteTransaction, from: u64, to: u64) ->
         Ok(true)
     })?;
 
-    let mut runs = tx.open_table(RUNS)?;
-    let mut by_start = tx.open_table(RUNS_BY_START)?;
-    let mut active = tx.open_table(ACTIVE)?;
+    let runs_table = tx.open_table(RUNS)?;
+    let mut runs = Vec::with_capacity(b.runs.len());
     for (run_id, mut slots) in std::mem::take(&mut b.runs) {
         slots.sort_unstable_by_key(|s| (s.ts, s.seq));
-        let old = match runs.get(run_id.as_str())? {
+        let old = match runs_table.get(run_id.as_str())? {
             Some(v) => Some(RunState::decode(v.value())?),
             None => None,
         };
@@ -167,48 +241,106 @@ fn apply_batch(reader: &LogReader, tx: &WriteTransaction, from: u64, to: u64) ->
             let stored = old.as_ref().map_or(&[][..], |o| o.seqs.as_slice());
             refold(reader, &run_id, stored, &slots, &b.arena)?
         };
-        runs.insert(run_id.as_str(), state.encode()?.as_slice())?;
-        let key = sort_key(&state);
-        if old_key != Some(key) {
-            if let Some(k) = old_key {
-                by_start.remove((k, run_id.as_str()))?;
-            }
-            by_start.insert((key, run_id.as_str()), ())?;
-        }
-        if state.is_active() {
-            active.insert(run_id.as_str(), ())?;
-        } else {
-            active.remove(run_id.as_str())?;
-        }
+        runs.push(RunWrite {
+            state: state.encode()?,
+            old_key,
+            key: sort_key(&state),
+            active: state.is_active(),
+            run_id,
+        });
     }
 
-    let mut children = tx.open_table(CHILDREN)?;
-    for ((parent, child), seq) in &b.links {
-        let key = (parent.as_str(), child.as_str());
-        let prev = children.get(key)?.map(|v| v.value());
-        if prev.is_none_or(|p| p > *seq) {
-            children.insert(key, *seq)?;
+    let children = tx.open_table(CHILDREN)?;
+    let mut links = Vec::with_capacity(b.links.len());
+    for ((parent, child), seq) in std::mem::take(&mut b.links) {
+        let prev = children
+            .get((parent.as_str(), child.as_str()))?
+            .map(|v| v.value());
+        if prev.is_none_or(|p| p > seq) {
+            links.push(((parent, child), seq));
         }
     }
-    let mut docs = tx.open_table(DOC_EVENTS)?;
     b.docs.sort_unstable();
-    for (doctype, name, seq) in &b.docs {
+
+    let active_at = if to % CHECKPOINT_EVERY == 0 {
+        let mut set = std::collections::BTreeSet::new();
+        for item in tx.open_table(ACTIVE)?.iter()? {
+            set.insert(item?.0.value().to_owned());
+        }
+        for r in &runs {
+            if r.active {
+                set.insert(r.run_id.clone());
+            } else {
+                set.remove(&r.run_id);
+            }
+        }
+        let mut ids = Vec::new();
+        for id in set {
+            ids.extend_from_slice(id.as_bytes());
+            ids.push(b'\n');
+        }
+        Some(ids)
+    } else {
+        None
+    };
+    Ok(Plan {
+        from,
+        to,
+        to_hash,
+        runs,
+        links,
+        docs: b.docs,
+        completions: b.completions,
+        active_at,
+    })
+}
+
+/// Writes a planned batch. The plan was made from the snapshot at `applied == from - 1`.
+fn write_batch(tx: &WriteTransaction, plan: &Plan) -> Result<()> {
+    let mut meta = tx.open_table(PROJ_META)?;
+    let applied = meta.get("applied")?.map_or(0, |v| v.value());
+    if applied + 1 != plan.from {
+        return Err(crate::Error::Storage(format!(
+            "projections moved to seq {applied} while seqs {}..={} were planned",
+            plan.from, plan.to
+        )));
+    }
+    let mut runs = tx.open_table(RUNS)?;
+    let mut by_start = tx.open_table(RUNS_BY_START)?;
+    let mut active = tx.open_table(ACTIVE)?;
+    for r in &plan.runs {
+        let id = r.run_id.as_str();
+        runs.insert(id, r.state.as_slice())?;
+        if r.old_key != Some(r.key) {
+            if let Some(k) = r.old_key {
+                by_start.remove((k, id))?;
+            }
+            by_start.insert((r.key, id), ())?;
+        }
+        if r.active {
+            active.insert(id, ())?;
+        } else {
+            active.remove(id)?;
+        }
+    }
+    let mut children = tx.open_table(CHILDREN)?;
+    for ((parent, child), seq) in &plan.links {
+        children.insert((parent.as_str(), child.as_str()), *seq)?;
+    }
+    let mut docs = tx.open_table(DOC_EVENTS)?;
+    for (doctype, name, seq) in &plan.docs {
         docs.insert((doctype.as_str(), name.as_str(), *seq), ())?;
     }
     let mut completions = tx.open_table(COMPLETIONS)?;
-    for (ts, seq, run_id) in &b.completions {
+    for (ts, seq, run_id) in &plan.completions {
         completions.insert((*ts, *seq), run_id.as_str())?;
     }
-    if to % CHECKPOINT_EVERY == 0 {
-        let mut ids = Vec::new();
-        for item in active.iter()? {
-            let (k, _) = item?;
-            ids.extend_from_slice(k.value().as_bytes());
-            ids.push(b'\n');
-        }
-        tx.open_table(ACTIVE_AT)?.insert(to, ids.as_slice())?;
+    if let Some(ids) = &plan.active_at {
+        tx.open_table(ACTIVE_AT)?.insert(plan.to, ids.as_slice())?;
     }
-    tx.open_table(PROJ_META)?.insert("applied", to)?;
+    meta.insert("applied", plan.to)?;
+    tx.open_table(PROJ_LOG)?
+        .insert("applied_hash", plan.to_hash.as_slice())?;
     Ok(())
 }
 

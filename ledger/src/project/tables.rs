@@ -1,8 +1,10 @@
-//! Table definitions of the projections. All of them can be dropped and rebuilt from the log.
+//! Table definitions of the projections, in the projections file (`<log>.proj`). All of them
+//! can be dropped and rebuilt from the log.
 //!
 //! | table | key | value | what for |
 //! |---|---|---|---|
 //! | `proj_meta` | `&str` | `u64` | `applied`: the last seq applied; `version` |
+//! | `proj_log` | `&str` | 32 bytes | `applied_hash`: the log's chain hash at `applied` |
 //! | `runs` | run id | rkyv [`super::run::RunState`] (with its events' seqs) | `show`, folds, `--at` |
 //! | `runs_by_start` | (started ms, run id) | `()` | `runs` listing in time order |
 //! | `children` | (parent id, child id) | first seq linking them | trees |
@@ -24,6 +26,7 @@ pub const CHECKPOINT_EVERY: u64 = 65_536;
 pub const PROJECTION_VERSION: u64 = 2;
 
 pub(crate) const PROJ_META: TableDefinition<&str, u64> = TableDefinition::new("proj_meta");
+pub(crate) const PROJ_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("proj_log");
 pub(crate) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 pub(crate) const RUNS_BY_START: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("runs_by_start");
@@ -37,6 +40,7 @@ pub(crate) const ACTIVE_AT: TableDefinition<u64, &[u8]> = TableDefinition::new("
 
 pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
     tx.open_table(PROJ_META)?;
+    tx.open_table(PROJ_LOG)?;
     tx.open_table(RUNS)?;
     tx.open_table(RUNS_BY_START)?;
     tx.open_table(CHILDREN)?;
@@ -50,6 +54,7 @@ pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
 /// Drops every projection table (then recreates them empty).
 pub(crate) fn drop_all(tx: &redb::WriteTransaction) -> Result<()> {
     tx.delete_table(PROJ_META)?;
+    tx.delete_table(PROJ_LOG)?;
     tx.delete_table(RUNS)?;
     tx.delete_table(RUNS_BY_START)?;
     tx.delete_table(CHILDREN)?;

@@ -85,9 +85,10 @@ impl Ledger {
     /// A snapshot answering as of `at` (default: everything the projections have applied).
     /// Projections should be caught up first ([`super::catch_up`]) for answers about the head.
     pub fn view(&self, at: Option<u64>) -> Result<View> {
+        // The projections' snapshot first: the log's, taken after, holds at least as much.
+        let tx = self.proj.begin_read()?;
+        let applied = applied_in(&tx)?;
         let reader = self.reader()?;
-        let tx = reader.tx();
-        let applied = applied_in(tx)?;
         let at = at.map_or(applied, |a| a.min(applied));
         Ok(View {
             runs: tx.open_table(RUNS)?,
