@@ -466,6 +466,17 @@ impl LogReader {
         seq: u64,
         f: impl FnOnce(&ArchivedStoredEvent) -> T,
     ) -> Result<Option<T>> {
+        self.with_archive(seq, |archive| block::access(seq, archive).map(f))?
+            .transpose()
+    }
+
+    /// Calls `f` with the raw archive bytes of the event at `seq` (not yet checked);
+    /// `Ok(None)` when there is none.
+    pub(crate) fn with_archive<T>(
+        &self,
+        seq: u64,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>> {
         if seq == 0 || seq > self.head.seq {
             return Ok(None);
         }
@@ -477,8 +488,8 @@ impl LogReader {
         if i >= block.len() {
             return Ok(None);
         }
-        let (_, ev) = block.event(i)?;
-        Ok(Some(f(ev)))
+        let (_, archive) = block.entry(i)?;
+        Ok(Some(f(archive)))
     }
 
     /// Calls `f` with every event of `from..=to` (clamped to the head) in seq order, with its

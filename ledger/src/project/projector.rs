@@ -357,47 +357,60 @@ fn refold(
     slots: &[Slot],
     arena: &[u8],
 ) -> Result<RunState> {
-    // (ts, seq, where the archive sits in the arena when it is from this batch)
-    type Key = (i64, u64, Option<(usize, usize)>);
-    let mut keys: Vec<Key> = Vec::new();
-    for &seq in stored {
-        let got = reader.with_event(seq, |ev| ev.event.ts_ms.to_native())?;
-        if let Some(ts) = got {
-            keys.push((ts, seq, None));
-        }
-    }
-    for s in slots {
-        keys.push((s.ts, s.seq, Some(s.at)));
-    }
+    let mut own = Vec::new();
+    // (ts, seq, span, whether the span is in this batch's arena)
+    let mut keys: Vec<(i64, u64, (usize, usize), bool)> =
+        gather(reader, stored.iter().copied(), &mut own)?
+            .into_iter()
+            .map(|(ts, seq, span)| (ts, seq, span, false))
+            .collect();
+    keys.extend(slots.iter().map(|s| (s.ts, s.seq, s.at, true)));
     keys.sort_unstable_by_key(|k| (k.0, k.1));
     let mut folder = Folder::new(run_id);
-    for (_, seq, at) in keys {
-        match at {
-            // SAFETY: the arena holds copies of archives checked by the batch's scan.
-            Some((a, z)) => folder.apply(unsafe { block::access_prechecked(&arena[a..z]) }),
-            None => {
-                reader.with_event(seq, |ev| folder.apply(ev))?;
-            }
-        }
+    for (_, _, (a, z), in_batch) in keys {
+        let bytes = if in_batch { arena } else { &own[..] };
+        // SAFETY: both arenas hold copies of archives checked by `block::access`.
+        folder.apply(unsafe { block::access_prechecked(&bytes[a..z]) });
     }
     Ok(folder.finish())
 }
 
 /// Folds a run over its events with seq ≤ `at` (time travel). `None` when it had none.
 pub(crate) fn fold_until(reader: &LogReader, run: &RunState, at: u64) -> Result<Option<RunState>> {
-    let mut keys = Vec::new();
-    for &seq in run.seqs.iter().take_while(|&&s| s <= at) {
-        if let Some(ts) = reader.with_event(seq, |ev| ev.event.ts_ms.to_native())? {
-            keys.push((ts, seq));
-        }
-    }
+    let mut arena = Vec::new();
+    let seqs = run.seqs.iter().copied().take_while(|&s| s <= at);
+    let mut keys = gather(reader, seqs, &mut arena)?;
     if keys.is_empty() {
         return Ok(None);
     }
-    keys.sort_unstable();
+    keys.sort_unstable_by_key(|k| (k.0, k.1));
     let mut folder = Folder::new(&run.run_id);
-    for (_, seq) in keys {
-        reader.with_event(seq, |ev| folder.apply(ev))?;
+    for (_, _, (a, z)) in keys {
+        // SAFETY: `gather` copied these bytes after `block::access` checked them.
+        folder.apply(unsafe { block::access_prechecked(&arena[a..z]) });
     }
     Ok(Some(folder.finish()))
+}
+
+/// Reads each event of `seqs` once — checked, then copied into `arena` — and returns its fold
+/// key and where it sits: `(ts, seq, span in the arena)`. Seqs past the head are skipped.
+fn gather(
+    reader: &LogReader,
+    seqs: impl Iterator<Item = u64>,
+    arena: &mut Vec<u8>,
+) -> Result<Vec<(i64, u64, (usize, usize))>> {
+    let mut keys = Vec::new();
+    for seq in seqs {
+        let got = reader.with_archive(seq, |archive| -> Result<(i64, (usize, usize))> {
+            let ts = block::access(seq, archive)?.event.ts_ms.to_native();
+            let start = arena.len();
+            arena.extend_from_slice(archive);
+            Ok((ts, (start, arena.len())))
+        })?;
+        if let Some(found) = got {
+            let (ts, span) = found?;
+            keys.push((ts, seq, span));
+        }
+    }
+    Ok(keys)
 }

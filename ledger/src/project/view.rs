@@ -5,7 +5,7 @@
 //! a run with later events is folded again from its events up to `at` — the same fold the
 //! projector uses, so time travel equals replaying the first `at` events.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use redb::{ReadOnlyTable, ReadableTable};
 use serde_json::{json, Map, Value};
@@ -592,10 +592,13 @@ impl View {
         let mut pipelines: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut ids = self.active_ids()?;
         ids.sort();
+        // Parents as of `at`, shared by every active run of a pipeline: each ancestor is read
+        // (and, as of an earlier seq, folded) once.
+        let mut parents: HashMap<String, Option<String>> = HashMap::new();
         for id in ids {
             let Some(r) = self.run(&id)? else { continue };
-            let (lineage, _) = self.lineage(&id)?;
-            let root = lineage.last().map_or(id.clone(), |r| r.run_id.clone());
+            parents.insert(id.clone(), r.fields.parent_run_id.clone());
+            let root = self.root_of(&id, &mut parents)?;
             pipelines.entry(root).or_default().push(id.clone());
             active.push(run_json(&r));
         }
@@ -607,6 +610,36 @@ impl View {
             "current_run": current.as_ref().map(run_json),
             "is_loading": !active.is_empty(),
         }))
+    }
+
+    /// The last run of `run_id`'s lineage (as [`Self::lineage`] ends it, also on a cycle),
+    /// with parents looked up through `parents`.
+    fn root_of(
+        &self,
+        run_id: &str,
+        parents: &mut HashMap<String, Option<String>>,
+    ) -> Result<String> {
+        let mut seen = HashSet::new();
+        let mut cur = run_id.to_owned();
+        let mut last = cur.clone();
+        while seen.insert(cur.clone()) {
+            last = cur.clone();
+            let parent = match parents.get(&cur) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = self
+                        .run_or_placeholder(&cur)?
+                        .and_then(|r| r.fields.parent_run_id);
+                    parents.insert(cur.clone(), p.clone());
+                    p
+                }
+            };
+            match parent {
+                Some(p) => cur = p,
+                None => break,
+            }
+        }
+        Ok(last)
     }
 
     /// The latest completed top-level run whose operation is a CRUD one.
