@@ -392,13 +392,16 @@ pub(crate) fn fold_until(reader: &LogReader, run: &RunState, at: u64) -> Result<
     Ok(Some(folder.finish()))
 }
 
+/// `(ts, seq, span in an arena)` of one event.
+type Gathered = (i64, u64, (usize, usize));
+
 /// Reads each event of `seqs` once — checked, then copied into `arena` — and returns its fold
 /// key and where it sits: `(ts, seq, span in the arena)`. Seqs past the head are skipped.
 fn gather(
     reader: &LogReader,
     seqs: impl Iterator<Item = u64>,
     arena: &mut Vec<u8>,
-) -> Result<Vec<(i64, u64, (usize, usize))>> {
+) -> Result<Vec<Gathered>> {
     let mut keys = Vec::new();
     for seq in seqs {
         let got = reader.with_archive(seq, |archive| -> Result<(i64, (usize, usize))> {
