@@ -112,6 +112,7 @@ fn bodies(input: &Input, batch: usize, limit: u64) -> Result<(Vec<Vec<u8>>, u64)
 }
 
 fn throughput(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
+    let probe = fsync_probe(dir)?;
     let (bodies, n) = bodies(input, BATCH, u64::MAX)?;
     let server = Server::start(&dir.join("ledger.redb"), extra)?;
     let bodies = Arc::new(bodies);
@@ -149,6 +150,7 @@ fn throughput(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
         shutdown.elapsed().as_secs_f64() * 1e6,
         "us",
     ));
+    metrics.extend(probe);
     Ok(Sample {
         events: n,
         stored: Some(stored),
@@ -160,6 +162,7 @@ fn throughput(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
 }
 
 fn latency(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
+    let probe = fsync_probe(dir)?;
     let (bodies, n) = bodies(input, LATENCY_BATCH, LATENCY_RATE * LATENCY_SECS)?;
     let server = Server::start(&dir.join("ledger.redb"), extra)?;
     let period = Duration::from_secs_f64((LATENCY_BATCH * CLIENTS) as f64 / LATENCY_RATE as f64);
@@ -198,6 +201,7 @@ fn latency(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
     server.stop()?;
     let mut metrics = percentiles("ack", &mut lat);
     metrics.push(Metric::new("offered rate", LATENCY_RATE as f64, "events/s"));
+    metrics.extend(probe);
     Ok(Sample {
         events: n,
         stored: Some(stored),
@@ -206,6 +210,25 @@ fn latency(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
         metrics,
         ..Sample::default()
     })
+}
+
+/// The disk's fdatasync latency right now (4 KiB appends): on a shared machine it moves
+/// between runs, and every acknowledgement waits for one.
+fn fsync_probe(dir: &Path) -> Result<Vec<Metric>> {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let mut lat = Vec::with_capacity(50);
+    for _ in 0..50 {
+        f.write_all(&[0u8; 4096])?;
+        let t = Instant::now();
+        f.sync_data()?;
+        lat.push(t.elapsed());
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    let mut m = percentiles("disk fdatasync 4 KiB", &mut lat);
+    m.retain(|m| m.name.ends_with("p50") || m.name.ends_with("p99"));
+    Ok(m)
 }
 
 fn percentiles(name: &str, lat: &mut [Duration]) -> Vec<Metric> {
@@ -372,6 +395,9 @@ impl Peer for CliBulk {
         "runledger ingest (CLI bulk path)".into()
     }
     fn serve(&self, input: &Input, dir: &Path) -> Result<Sample> {
-        crate::sys_ledger::Runledger.ingest(input, dir)
+        let probe = fsync_probe(dir)?;
+        let mut sample = crate::sys_ledger::Runledger.ingest(input, dir)?;
+        sample.metrics.extend(probe);
+        Ok(sample)
     }
 }

@@ -3,7 +3,8 @@
 //! Tables (see `docs/design.md` for the byte layout and invariants):
 //! - `meta`:   `&str -> &[u8]` — `format` (u32 LE), `head` (seq u64 LE ‖ hash 32 B)
 //! - `blocks`: `u64 first seq -> block` (see [`crate::block`])
-//! - `ids`:    `u64 run number -> sorted (xxh3(id), seq) pairs` (see [`crate::dedup`])
+//! - `ids`:    `u64 run number << 32 | chunk -> sorted (xxh3(id), seq) pairs` (see
+//!   [`crate::dedup`])
 
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -11,14 +12,14 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::block::{self, Block, BlockBuilder, Hash};
-use crate::dedup;
+use crate::dedup::IdIndex;
 use crate::encode::EncodedBatch;
 use crate::error::{Error, Result};
 use crate::event::{ArchivedStoredEvent, Event};
 
 /// Version of the stored bytes: the rkyv format features and the layouts of `block`/`dedup`.
 /// Bump it on any change of them.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -78,6 +79,9 @@ pub struct Ledger {
     /// The head as of the last commit; the mutex also serialises writers in this process.
     head: Mutex<Head>,
     appended: Condvar,
+    /// The in-memory side of the id set, loaded at the first append; replaced after each
+    /// durable commit (see [`crate::dedup`]).
+    id_index: Mutex<Option<IdIndex>>,
     /// Serialises projection catch-ups in this process (each plans from a snapshot).
     pub(crate) projector: Mutex<()>,
 }
@@ -162,6 +166,7 @@ impl Ledger {
             path,
             head: Mutex::new(Head::EMPTY),
             appended: Condvar::new(),
+            id_index: Mutex::new(None),
             projector: Mutex::new(()),
         };
         let head = ledger.read_head()?;
@@ -249,11 +254,14 @@ impl Ledger {
     pub fn append_encoded(&self, mut batch: EncodedBatch) -> Result<Vec<Outcome>> {
         let db = self.write_db()?;
         let mut head = self.lock_head();
+        // Taken under the head's lock, so in the same order by every appender.
+        let mut id_index = self.id_index.lock().unwrap_or_else(|p| p.into_inner());
         let now = chrono::Utc::now().timestamp_millis();
         let n = batch.len();
         let tx = db.begin_write()?;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
         let new_head;
+        let next_index;
         {
             let mut blocks = tx.open_table(BLOCKS)?;
             let mut ids = tx.open_table(IDS)?;
@@ -290,7 +298,11 @@ impl Ledger {
             }
             // 2. Against everything stored: a hash match is confirmed by comparing the ids.
             let sorted: Vec<u64> = firsts.iter().map(|(h, _)| *h).collect();
-            for (pos, seq) in dedup::candidates(&ids, &sorted)? {
+            let index = match id_index.as_ref() {
+                Some(i) => i,
+                None => id_index.insert(IdIndex::load(&ids)?),
+            };
+            for (pos, seq) in index.candidates(&ids, &sorted)? {
                 let i = firsts[pos].1;
                 if outcomes[i].is_none() && stored_id_is(&blocks, seq, batch.id(i)?)? {
                     outcomes[i] = Some(Outcome::Duplicate(seq));
@@ -331,7 +343,7 @@ impl Ledger {
             if !builder.is_empty() {
                 blocks.insert(block_first, builder.finish().as_slice())?;
             }
-            dedup::add_run(&mut ids, new_ids)?;
+            next_index = index.with_run(&mut ids, new_ids)?;
             new_head = Head { seq, hash };
             if new_head != *head {
                 let mut meta = tx.open_table(META)?;
@@ -340,6 +352,8 @@ impl Ledger {
         }
         tx.commit()?;
         *head = new_head;
+        *id_index = Some(next_index);
+        drop(id_index);
         drop(head);
         self.appended.notify_all();
         Ok(outcomes
