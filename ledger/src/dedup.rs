@@ -67,22 +67,23 @@ impl Bloom {
             bits: vec![0; (entries * BLOOM_BITS).div_ceil(64).max(1)],
         }
     }
-    fn probes(&self, h: u64) -> impl Iterator<Item = (usize, u64)> {
+    /// The 64-bit word and bit mask of each probe of `h`.
+    fn probe(&self, h: u64, i: u64) -> (usize, u64) {
         let m = self.bits.len() as u64 * 64;
-        let step = h.rotate_left(32) | 1;
-        (0..PROBES).map(move |i| {
-            let bit = h.wrapping_add(i.wrapping_mul(step)) % m;
-            ((bit / 64) as usize, 1u64 << (bit % 64))
-        })
+        let bit = h.wrapping_add(i.wrapping_mul(h.rotate_left(32) | 1)) % m;
+        ((bit / 64) as usize, 1u64 << (bit % 64))
     }
     fn insert(&mut self, h: u64) {
-        let probes: Vec<_> = self.probes(h).collect();
-        for (w, mask) in probes {
+        for i in 0..PROBES {
+            let (w, mask) = self.probe(h, i);
             self.bits[w] |= mask;
         }
     }
     fn contains(&self, h: u64) -> bool {
-        self.probes(h).all(|(w, mask)| self.bits[w] & mask != 0)
+        (0..PROBES).all(|i| {
+            let (w, mask) = self.probe(h, i);
+            self.bits[w] & mask != 0
+        })
     }
 }
 
