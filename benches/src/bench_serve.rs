@@ -142,9 +142,11 @@ fn throughput(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
         stored += s;
     }
     let timing = clock.stop();
+    let commits = server.commit_metrics()?;
     let shutdown = Instant::now();
     server.stop()?;
     let mut metrics = percentiles("ack", &mut lat);
+    metrics.extend(commits);
     metrics.push(Metric::new(
         "shutdown incl. final catch-up",
         shutdown.elapsed().as_secs_f64() * 1e6,
@@ -198,8 +200,10 @@ fn latency(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
         stored += s;
     }
     let timing = clock.stop();
+    let commits = server.commit_metrics()?;
     server.stop()?;
     let mut metrics = percentiles("ack", &mut lat);
+    metrics.extend(commits);
     metrics.push(Metric::new("offered rate", LATENCY_RATE as f64, "events/s"));
     metrics.extend(probe);
     Ok(Sample {
@@ -305,6 +309,36 @@ impl Server {
         }
     }
 
+    /// The server's own view of its group commits, from `/metrics`: how many, their mean
+    /// duration, and how many took over 10 ms.
+    fn commit_metrics(&self) -> Result<Vec<Metric>> {
+        let mut s = TcpStream::connect(&self.addr)?;
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let value = |name: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        };
+        let name = "runledger_commit_latency_seconds";
+        let (Some(count), Some(sum), Some(under)) = (
+            value(&format!("{name}_count ")),
+            value(&format!("{name}_sum ")),
+            value(&format!("{name}_bucket{{le=\"0.01\"}} ")),
+        ) else {
+            bail!("/metrics lacks the commit latency histogram");
+        };
+        Ok(vec![
+            Metric::new("server: group commits", count, "n"),
+            Metric::new("server: commit mean", sum / count.max(1.0) * 1e6, "us"),
+            Metric::new("server: commits over 10 ms", count - under, "n"),
+        ])
+    }
+
     /// SIGTERM, then waits: the server commits, catches up and exits.
     fn stop(mut self) -> Result<()> {
         let pid = self.child.id().to_string();
@@ -314,6 +348,16 @@ impl Server {
             bail!("runledger serve exited with {status}");
         }
         Ok(())
+    }
+}
+
+impl Drop for Server {
+    /// A run that failed half-way must not leave its server behind to skew the next one.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -96,16 +96,67 @@ struct Run {
     bloom: Bloom,
 }
 
-/// The in-memory side of the id set: one entry per stored run, oldest first. Immutable: a
-/// commit builds the next index and the ledger swaps it in only once the commit is durable.
-#[derive(Clone, Default)]
+/// Pairs merged within one commit at most: a larger merge advances a step per commit, so that
+/// no commit stalls on rewriting a large run (at 10 M ids a run is 160 MB).
+const SYNC_MERGE: usize = 16 * CHUNK;
+/// Pairs one step of a large merge writes: at least this many, and at least `MERGE_PACE` times
+/// the pairs the commit adds, so merges keep ahead of arrivals.
+const MERGE_STEP: usize = 16 * CHUNK;
+const MERGE_PACE: usize = 16;
+/// Key of the marker naming the run a large merge is writing (incomplete until the marker goes).
+const MERGING: u64 = u64::MAX;
+
+/// The in-memory side of the id set: one entry per complete run, oldest first, and the large
+/// merge in progress, if any. It is changed in place before the commit; a failed append drops
+/// it, and the next append loads it again from the file.
+#[derive(Default)]
 pub(crate) struct IdIndex {
     runs: Vec<Arc<Run>>,
+    merge: Option<Merge>,
+    next_no: u32,
+}
+
+/// Two adjacent runs being merged into run `out`, step by step. Lookups keep using the inputs
+/// until the output is complete.
+struct Merge {
+    older: Arc<Run>,
+    newer: Arc<Run>,
+    out: u32,
+    /// Pairs of each input consumed.
+    i: usize,
+    j: usize,
+    /// The input chunks read last: (chunk number, bytes).
+    older_chunk: Option<(usize, Vec<u8>)>,
+    newer_chunk: Option<(usize, Vec<u8>)>,
+    /// Output pairs not yet a whole chunk.
+    carry: Vec<u8>,
+    written: usize,
+    fences: Vec<u64>,
+    bloom: Bloom,
 }
 
 impl IdIndex {
-    /// Reads every stored run (once, when a ledger first appends).
-    pub(crate) fn load(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<IdIndex> {
+    /// Reads every stored run (once, when a ledger first appends) and drops the output of a
+    /// large merge that a crash interrupted.
+    pub(crate) fn load(table: &mut Table<u64, &'static [u8]>) -> Result<IdIndex> {
+        let partial = match table.get(MERGING)? {
+            Some(v) => {
+                Some(u32::from_le_bytes(v.value().try_into().map_err(|_| {
+                    Error::Storage("id set: bad merge marker".into())
+                })?))
+            }
+            None => None,
+        };
+        if let Some(no) = partial {
+            let keys: Vec<u64> = table
+                .range(key(no, 0)..=key(no, u32::MAX as usize))?
+                .map(|item| item.map(|(k, _)| k.value()))
+                .collect::<std::result::Result<_, _>>()?;
+            for k in keys {
+                table.remove(k)?;
+            }
+            table.remove(MERGING)?;
+        }
         let mut runs: Vec<(u32, Vec<u8>)> = Vec::new();
         for item in table.iter()? {
             let (k, v) = item?;
@@ -122,11 +173,23 @@ impl IdIndex {
                 }
             }
         }
+        let next_no = match (runs.last(), partial) {
+            (Some((n, _)), Some(p)) => (*n).max(p),
+            (Some((n, _)), None) => *n,
+            (None, Some(p)) => p,
+            (None, None) => 0,
+        }
+        .checked_add(1)
+        .ok_or_else(|| Error::Storage("id set: run numbers exhausted".into()))?;
         let runs = runs
             .into_iter()
             .map(|(no, bytes)| Arc::new(Run::describe(no, &bytes)))
             .collect();
-        Ok(IdIndex { runs })
+        Ok(IdIndex {
+            runs,
+            merge: None,
+            next_no,
+        })
     }
 
     /// For each hash of `sorted` (ascending), every seq stored under that hash, as
@@ -148,16 +211,7 @@ impl IdIndex {
                 let mut c = run.fences.partition_point(|&f| f < h).saturating_sub(1);
                 while c < run.fences.len() && run.fences[c] <= h {
                     if cached.as_ref().is_none_or(|(n, _)| *n != c) {
-                        let bytes = match table.get(key(run.no, c))? {
-                            Some(v) => v.value().to_vec(),
-                            None => {
-                                return Err(Error::Storage(format!(
-                                    "id set: chunk {c} of run {} is missing",
-                                    run.no
-                                )))
-                            }
-                        };
-                        cached = Some((c, bytes));
+                        cached = Some((c, read_chunk(table, run.no, c)?));
                     }
                     let Some((_, chunk)) = cached.as_ref() else {
                         break;
@@ -178,35 +232,184 @@ impl IdIndex {
         Ok(out)
     }
 
-    /// Stores one more run of `(hash, seq)` pairs (any order), merges runs as needed, and
-    /// returns the index describing the table afterwards.
-    pub(crate) fn with_run(
-        &self,
+    /// Stores one more run of `(hash, seq)` pairs (any order), then merges: small merges at
+    /// once, a large one a step at a time.
+    pub(crate) fn add(
+        &mut self,
         table: &mut Table<u64, &'static [u8]>,
         mut entries: Vec<(u64, u64)>,
-    ) -> Result<IdIndex> {
-        let mut next = self.clone();
-        if entries.is_empty() {
-            return Ok(next);
+    ) -> Result<()> {
+        let added = entries.len();
+        if !entries.is_empty() {
+            entries.sort_unstable();
+            let no = self.take_no()?;
+            self.runs
+                .push(Arc::new(write_run(table, no, &encode(&entries))?));
         }
-        entries.sort_unstable();
-        let mut bytes = encode(&entries);
-        let mut no = next_run_no(table)?;
-        next.runs.push(Arc::new(write_run(table, no, &bytes)?));
-        while let [.., older, newer] = next.runs.as_slice() {
-            if older.len > 2 * newer.len {
+        // The newest adjacent pair where the older run is at most twice the newer.
+        while let Some(k) = (1..self.runs.len()).rev().find(|&k| {
+            self.runs[k - 1].len <= 2 * self.runs[k].len
+                && !self.merging(&self.runs[k - 1])
+                && !self.merging(&self.runs[k])
+        }) {
+            let (older, newer) = (Arc::clone(&self.runs[k - 1]), Arc::clone(&self.runs[k]));
+            if older.len + newer.len > SYNC_MERGE {
+                if self.merge.is_none() {
+                    let out = self.take_no()?;
+                    table.insert(MERGING, out.to_le_bytes().as_slice())?;
+                    self.merge = Some(Merge::new(older, newer, out));
+                }
                 break;
             }
-            let (older, newer) = (Arc::clone(older), Arc::clone(newer));
             let merged = merge(&read_run(table, &older)?, &read_run(table, &newer)?);
             delete_run(table, &older)?;
             delete_run(table, &newer)?;
-            no += 1;
-            bytes = merged;
-            next.runs.truncate(next.runs.len() - 2);
-            next.runs.push(Arc::new(write_run(table, no, &bytes)?));
+            let no = self.take_no()?;
+            self.runs[k - 1] = Arc::new(write_run(table, no, &merged)?);
+            self.runs.remove(k);
         }
-        Ok(next)
+        if let Some(m) = self.merge.as_mut() {
+            if m.step(table, MERGE_STEP.max(MERGE_PACE * added))? {
+                self.finish_merge(table)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn take_no(&mut self) -> Result<u32> {
+        let no = self.next_no;
+        self.next_no = no
+            .checked_add(1)
+            .ok_or_else(|| Error::Storage("id set: run numbers exhausted".into()))?;
+        Ok(no)
+    }
+
+    fn merging(&self, run: &Run) -> bool {
+        self.merge
+            .as_ref()
+            .is_some_and(|m| m.older.no == run.no || m.newer.no == run.no)
+    }
+
+    /// Replaces the merge's two inputs by its complete output.
+    fn finish_merge(&mut self, table: &mut Table<u64, &'static [u8]>) -> Result<()> {
+        let Some(m) = self.merge.take() else {
+            return Ok(());
+        };
+        delete_run(table, &m.older)?;
+        delete_run(table, &m.newer)?;
+        table.remove(MERGING)?;
+        let out = Arc::new(Run {
+            no: m.out,
+            len: m.older.len + m.newer.len,
+            fences: m.fences,
+            bloom: m.bloom,
+        });
+        self.runs.retain(|r| r.no != m.newer.no);
+        match self.runs.iter().position(|r| r.no == m.older.no) {
+            Some(k) => self.runs[k] = out,
+            None => return Err(Error::Storage("id set: merge input vanished".into())),
+        }
+        Ok(())
+    }
+}
+
+impl Merge {
+    fn new(older: Arc<Run>, newer: Arc<Run>, out: u32) -> Merge {
+        let bloom = Bloom::with_capacity(older.len + newer.len);
+        Merge {
+            older,
+            newer,
+            out,
+            i: 0,
+            j: 0,
+            older_chunk: None,
+            newer_chunk: None,
+            carry: Vec::with_capacity(CHUNK * ENTRY),
+            written: 0,
+            fences: Vec::new(),
+            bloom,
+        }
+    }
+
+    /// Writes up to `budget` more output pairs; `true` once the output is complete.
+    fn step(&mut self, table: &mut Table<u64, &'static [u8]>, budget: usize) -> Result<bool> {
+        let mut done = 0;
+        while done < budget && (self.i < self.older.len || self.j < self.newer.len) {
+            let a = pair_at(table, &self.older, self.i, &mut self.older_chunk)?;
+            let b = pair_at(table, &self.newer, self.j, &mut self.newer_chunk)?;
+            let take = match (a, b) {
+                (Some(a), Some(b)) if a <= b => {
+                    self.i += 1;
+                    a
+                }
+                (Some(_), Some(b)) | (None, Some(b)) => {
+                    self.j += 1;
+                    b
+                }
+                (Some(a), None) => {
+                    self.i += 1;
+                    a
+                }
+                (None, None) => break,
+            };
+            if self.carry.is_empty() {
+                self.fences.push(take.0);
+            }
+            self.bloom.insert(take.0);
+            self.carry.extend_from_slice(&take.0.to_be_bytes());
+            self.carry.extend_from_slice(&take.1.to_be_bytes());
+            if self.carry.len() == CHUNK * ENTRY {
+                table.insert(key(self.out, self.written), self.carry.as_slice())?;
+                self.written += 1;
+                self.carry.clear();
+            }
+            done += 1;
+        }
+        let complete = self.i >= self.older.len && self.j >= self.newer.len;
+        if complete && !self.carry.is_empty() {
+            table.insert(key(self.out, self.written), self.carry.as_slice())?;
+            self.written += 1;
+            self.carry.clear();
+        }
+        Ok(complete)
+    }
+}
+
+/// Pair `i` of `run`, reading its chunk through `cache`; `None` past the end.
+fn pair_at(
+    table: &Table<u64, &'static [u8]>,
+    run: &Run,
+    i: usize,
+    cache: &mut Option<(usize, Vec<u8>)>,
+) -> Result<Option<(u64, u64)>> {
+    if i >= run.len {
+        return Ok(None);
+    }
+    let c = i / CHUNK;
+    if cache.as_ref().is_none_or(|(n, _)| *n != c) {
+        *cache = Some((c, read_chunk(table, run.no, c)?));
+    }
+    match cache.as_ref() {
+        Some((_, chunk)) if (i % CHUNK + 1) * ENTRY <= chunk.len() => {
+            Ok(Some(entry_at(chunk, i % CHUNK)))
+        }
+        _ => Err(Error::Storage(format!(
+            "id set: run {} is shorter than recorded",
+            run.no
+        ))),
+    }
+}
+
+fn read_chunk(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    run: u32,
+    c: usize,
+) -> Result<Vec<u8>> {
+    match table.get(key(run, c))? {
+        Some(v) => Ok(v.value().to_vec()),
+        None => Err(Error::Storage(format!(
+            "id set: chunk {c} of run {run} is missing"
+        ))),
     }
 }
 
@@ -228,16 +431,6 @@ impl Run {
             fences,
             bloom,
         }
-    }
-}
-
-fn next_run_no(table: &Table<u64, &'static [u8]>) -> Result<u32> {
-    let last = table.last()?.map(|(k, _)| (k.value() >> 32) as u32);
-    match last {
-        None => Ok(0),
-        Some(n) => n
-            .checked_add(1)
-            .ok_or_else(|| Error::Storage("id set: run numbers exhausted".into())),
     }
 }
 
@@ -303,13 +496,13 @@ mod tests {
         (dir, db)
     }
 
-    /// Adds `runs` through `with_run`, one transaction each; returns the index.
+    /// Adds `runs` through `add`, one transaction each; returns the index.
     fn add(db: &redb::Database, mut index: IdIndex, runs: &[Vec<(u64, u64)>]) -> IdIndex {
         for r in runs {
             let tx = db.begin_write().expect("write");
             {
                 let mut t = tx.open_table(IDS).expect("table");
-                index = index.with_run(&mut t, r.clone()).expect("with_run");
+                index.add(&mut t, r.clone()).expect("add");
             }
             tx.commit().expect("commit");
         }
@@ -362,9 +555,9 @@ mod tests {
         let absent: Vec<u64> = (1_000_000..1_020_000).map(mix).collect();
         assert_eq!(lookup(&db, &index, &absent), vec![]);
         // The index loaded from the table answers the same.
-        let tx = db.begin_read().expect("read");
-        let loaded = IdIndex::load(&tx.open_table(IDS).expect("table")).expect("load");
-        assert_eq!(loaded.runs.len(), index.runs.len());
+        let tx = db.begin_write().expect("write");
+        let loaded = IdIndex::load(&mut tx.open_table(IDS).expect("table")).expect("load");
+        tx.commit().expect("commit");
         assert_eq!(lookup(&db, &loaded, &hashes), want);
     }
 
@@ -375,5 +568,75 @@ mod tests {
         let others: Vec<(u64, u64)> = (10_000..10_500).map(|s| (mix(s), s)).collect();
         let index = add(&db, IdIndex::default(), &[others, colliding.clone()]);
         assert_eq!(lookup(&db, &index, &[77]), colliding);
+    }
+
+    /// Stored pairs counted straight from the table (each pair once: no leftovers).
+    fn stored_pairs(db: &redb::Database) -> usize {
+        let tx = db.begin_read().expect("read");
+        let t = tx.open_table(IDS).expect("table");
+        t.iter()
+            .expect("iter")
+            .map(|item| {
+                let (k, v) = item.expect("item");
+                if k.value() == MERGING {
+                    0
+                } else {
+                    v.value().len() / ENTRY
+                }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn large_merges_advance_step_by_step_and_survive_a_crash_midway() {
+        let (_dir, db) = db();
+        let mut index = IdIndex::default();
+        let mut stored: Vec<(u64, u64)> = Vec::new();
+        let mut steps_seen = 0;
+        let mut crashed = false;
+        for r in 0..240u64 {
+            let run: Vec<(u64, u64)> = (0..500)
+                .map(|k| (mix(r * 500 + k), r * 500 + k + 1))
+                .collect();
+            stored.extend(&run);
+            index = add(&db, index, &[run]);
+            if index.merge.is_some() {
+                steps_seen += 1;
+                // Mid-merge, every stored pair is found (through the merge's inputs).
+                if r % 7 == 0 {
+                    let sample: Vec<u64> = stored.iter().step_by(37).map(|p| p.0).collect();
+                    assert_eq!(lookup(&db, &index, &sample).len(), sample.len());
+                }
+                if !crashed && r > 120 {
+                    // A crash: the in-memory merge is lost; loading drops its partial output.
+                    crashed = true;
+                    let tx = db.begin_write().expect("write");
+                    index = IdIndex::load(&mut tx.open_table(IDS).expect("table")).expect("load");
+                    tx.commit().expect("commit");
+                    assert!(index.merge.is_none());
+                    assert_eq!(
+                        stored_pairs(&db),
+                        stored.len(),
+                        "partial output left behind"
+                    );
+                }
+            }
+        }
+        assert!(
+            steps_seen > 5,
+            "no large merge took several commits ({steps_seen})"
+        );
+        assert!(crashed, "the crash was never simulated");
+        // Everything is found exactly once, and the table holds each pair once (a merge in
+        // progress holds its inputs and part of its output: count once it is done).
+        let hashes: Vec<u64> = stored.iter().map(|p| p.0).collect();
+        let mut want = stored.clone();
+        want.sort_unstable();
+        assert_eq!(lookup(&db, &index, &hashes), want);
+        while index.merge.is_some() {
+            index = add(&db, index, &[vec![]]);
+        }
+        assert_eq!(stored_pairs(&db), stored.len());
+        assert!(index.runs.len() <= 12, "{} runs", index.runs.len());
     }
 }

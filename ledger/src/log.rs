@@ -256,12 +256,14 @@ impl Ledger {
         let mut head = self.lock_head();
         // Taken under the head's lock, so in the same order by every appender.
         let mut id_index = self.id_index.lock().unwrap_or_else(|p| p.into_inner());
+        // Out of its slot until the commit is durable: an append that fails leaves the slot
+        // empty, and the next one loads the index from the file again.
+        let mut index = id_index.take();
         let now = chrono::Utc::now().timestamp_millis();
         let n = batch.len();
         let tx = db.begin_write()?;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
         let new_head;
-        let next_index;
         {
             let mut blocks = tx.open_table(BLOCKS)?;
             let mut ids = tx.open_table(IDS)?;
@@ -298,9 +300,9 @@ impl Ledger {
             }
             // 2. Against everything stored: a hash match is confirmed by comparing the ids.
             let sorted: Vec<u64> = firsts.iter().map(|(h, _)| *h).collect();
-            let index = match id_index.as_ref() {
+            let index = match index.as_mut() {
                 Some(i) => i,
-                None => id_index.insert(IdIndex::load(&ids)?),
+                None => index.insert(IdIndex::load(&mut ids)?),
             };
             for (pos, seq) in index.candidates(&ids, &sorted)? {
                 let i = firsts[pos].1;
@@ -343,7 +345,7 @@ impl Ledger {
             if !builder.is_empty() {
                 blocks.insert(block_first, builder.finish().as_slice())?;
             }
-            next_index = index.with_run(&mut ids, new_ids)?;
+            index.add(&mut ids, new_ids)?;
             new_head = Head { seq, hash };
             if new_head != *head {
                 let mut meta = tx.open_table(META)?;
@@ -352,7 +354,7 @@ impl Ledger {
         }
         tx.commit()?;
         *head = new_head;
-        *id_index = Some(next_index);
+        *id_index = index;
         drop(id_index);
         drop(head);
         self.appended.notify_all();
