@@ -9,6 +9,7 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod ingest;
+mod json_scan;
 mod log;
 pub mod parse;
 pub mod project;

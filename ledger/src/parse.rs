@@ -1,16 +1,19 @@
 //! Parsing and validation of ingest format v1 lines into [`Event`]s.
 //!
-//! One pass of serde_json over the line: the object's keys are collected with their values as
-//! borrowed raw JSON ([`RawValue`]), so values the ledger does not interpret are never turned
-//! into trees; known fields are then checked one by one, each failure naming the field.
+//! One pass of [`crate::json_scan`] over the line: the object's keys are read with their values
+//! as borrowed raw JSON, so values the ledger does not interpret are never turned into trees;
+//! known fields are then checked one by one, each failure naming the field.
+
+mod fields;
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::event::{Body, CheckpointStatus, DocChange, ErrorInfo, Event, JsonText, RunFields};
+use crate::json_scan::{check_value, decode_string, JsonError, Raw};
+use fields::{Fields, Key};
 
 /// Default size limit of one event (one NDJSON line), in bytes.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
@@ -51,10 +54,16 @@ pub fn parse_event_limited(line: &str, max_bytes: usize) -> Res<Event> {
             max_bytes
         ));
     }
-    let fields = parse_object(line).map_err(|e| Rejection(json_error(&e)))?;
-    match fields {
-        Some(f) => event_from_fields(f),
-        None => reject("not a JSON object"),
+    let mut fields = Fields::new();
+    // `run`, the one nested object most events interpret, is read in the same pass.
+    let mut run = None;
+    match fields.read(line, Some(&mut run)) {
+        Ok(true) => event_from_fields(&mut fields, &mut run),
+        Ok(false) => match check_value(line) {
+            Ok(()) => reject("not a JSON object"),
+            Err(e) => Err(scan_error(&e)),
+        },
+        Err(e) => Err(scan_error(&e)),
     }
 }
 
@@ -63,160 +72,66 @@ pub fn parse_event_raw(raw: &RawValue, max_bytes: usize) -> Res<Event> {
     parse_event_limited(raw.get(), max_bytes)
 }
 
-fn json_error(e: &serde_json::Error) -> String {
-    // serde_json's messages end with "at line 1 column N"; within one NDJSON line the column is
-    // what helps.
-    let msg = e.to_string();
-    match msg.rfind(" at line ") {
-        Some(i) => format!("invalid JSON: {} (column {})", &msg[..i], e.column()),
-        None => format!("invalid JSON: {msg}"),
-    }
+fn scan_error(e: &JsonError) -> Rejection {
+    Rejection(format!("invalid JSON: {} (column {})", e.message, e.column))
 }
 
-/// Key/value pairs of one JSON object, values left as raw JSON.
-struct Fields<'a> {
-    pairs: Vec<(Cow<'a, str>, &'a RawValue)>,
-}
-
-impl<'a> Fields<'a> {
-    /// Removes and returns the value of the first of `names` present; a second spelling of the
-    /// same field is an error (which one should win would be a guess).
-    fn take(&mut self, names: &[&str], label: &str) -> Res<Option<&'a RawValue>> {
-        let mut found: Option<(usize, &'a RawValue)> = None;
-        let mut i = 0;
-        while i < self.pairs.len() {
-            if names.contains(&self.pairs[i].0.as_ref()) {
-                let (k, v) = self.pairs.remove(i);
-                if found.is_some() {
-                    return reject(format!("field `{label}` is given twice (as `{k}`)"));
-                }
-                found = Some((i, v));
-                continue;
-            }
-            i += 1;
-        }
-        // A JSON null means "not given".
-        Ok(found.map(|(_, v)| v).filter(|v| v.get() != "null"))
-    }
-
-    /// The remaining (unknown) pairs as a JSON object text, or `None` when there are none.
-    fn rest(self) -> Option<JsonText> {
-        if self.pairs.is_empty() {
-            return None;
-        }
-        let mut out = String::with_capacity(64);
-        out.push('{');
-        for (i, (k, v)) in self.pairs.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&serde_json::Value::String(k.to_string()).to_string());
-            out.push(':');
-            out.push_str(v.get());
-        }
-        out.push('}');
-        Some(out)
-    }
-}
-
-/// Parses `text` as a JSON object into raw pairs; `Ok(None)` when it is valid JSON but not an
-/// object.
-fn parse_object(text: &str) -> Result<Option<Fields<'_>>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let out = (&mut de).deserialize_any(ObjectVisitor)?;
-    de.end()?;
-    Ok(out)
-}
-
-fn object_of<'a>(raw: &'a RawValue, label: &str) -> Res<Fields<'a>> {
-    match parse_object(raw.get()) {
-        Ok(Some(f)) => Ok(f),
+/// Reads the object `raw` into `fields`.
+fn object_of<'a>(fields: &mut Fields<'a>, raw: Raw<'a>, label: &str) -> Res<()> {
+    match fields.read(raw.text(), None) {
+        Ok(true) => Ok(()),
         _ => reject(format!("field `{label}` must be an object")),
     }
 }
 
-struct ObjectVisitor;
-
-impl<'de> Visitor<'de> for ObjectVisitor {
-    type Value = Option<Fields<'de>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut pairs = Vec::with_capacity(8);
-        while let Some(k) = map.next_key_seed(KeySeed)? {
-            if pairs.iter().any(|(p, _): &(Cow<str>, &RawValue)| *p == k) {
-                return Err(de::Error::custom(format_args!("duplicate key `{k}`")));
-            }
-            let v: &'de RawValue = map.next_value()?;
-            pairs.push((k, v));
-        }
-        Ok(Some(Fields { pairs }))
-    }
-    // Any other JSON value: valid JSON, but not an object.
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-}
-
-/// Deserializes an object key without copying it when it has no escapes.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string key")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
+/// The `run` object, read with the event (see [`Fields::read`]).
+fn run_object<'f, 'a>(run: &'f mut Option<Fields<'a>>) -> Res<&'f mut Fields<'a>> {
+    match run {
+        Some(fields) if fields.usable() => Ok(fields),
+        _ => reject("field `run` must be an object"),
     }
 }
 
 // ---- typed field readers ---------------------------------------------------------------------
+//
+// The readers (and `run_fields`, `Fields::take`) are inlined into the rules on purpose: returned
+// through memory, each `Result<String, _>` was copied on with loads wider than the stores that
+// wrote it, which stalls the CPU (no store-to-load forwarding) once per field.
 
-fn string_of(raw: &RawValue, label: &str) -> Res<String> {
-    serde_json::from_str::<String>(raw.get())
-        .or_else(|_| reject(format!("field `{label}` must be a string")))
+#[inline(always)]
+fn string_of(raw: Raw, label: &str) -> Res<String> {
+    match raw.plain_str() {
+        Some(s) => Ok(s.to_owned()),
+        None => escaped_str_of(raw, label).map(Cow::into_owned),
+    }
 }
 
-fn opt_string(f: &mut Fields, names: &[&str], label: &str) -> Res<Option<String>> {
+/// A string value, borrowed unless it has escapes: for values only compared or parsed.
+#[inline(always)]
+fn str_of<'a>(raw: Raw<'a>, label: &str) -> Res<Cow<'a, str>> {
+    match raw.plain_str() {
+        Some(s) => Ok(Cow::Borrowed(s)),
+        None => escaped_str_of(raw, label),
+    }
+}
+
+#[cold]
+fn escaped_str_of<'a>(raw: Raw<'a>, label: &str) -> Res<Cow<'a, str>> {
+    match decode_string(raw.text()) {
+        Some(s) => Ok(s),
+        None => reject(format!("field `{label}` must be a string")),
+    }
+}
+
+#[inline(always)]
+fn opt_string(f: &mut Fields, names: &[Key], label: &str) -> Res<Option<String>> {
     f.take(names, label)?
         .map(|r| string_of(r, label))
         .transpose()
 }
 
-fn req_string(f: &mut Fields, names: &[&str], label: &str) -> Res<String> {
+#[inline(always)]
+fn req_string(f: &mut Fields, names: &[Key], label: &str) -> Res<String> {
     match opt_string(f, names, label)? {
         Some(s) if !s.is_empty() => Ok(s),
         Some(_) => reject(format!("field `{label}` must not be empty")),
@@ -224,6 +139,7 @@ fn req_string(f: &mut Fields, names: &[&str], label: &str) -> Res<String> {
     }
 }
 
+#[inline(always)]
 fn id_string(s: String, label: &str) -> Res<String> {
     if s.is_empty() || s.len() > MAX_ID_BYTES {
         return reject(format!(
@@ -234,32 +150,72 @@ fn id_string(s: String, label: &str) -> Res<String> {
     Ok(s)
 }
 
-fn int_of(raw: &RawValue, label: &str) -> Res<i64> {
-    serde_json::from_str::<i64>(raw.get())
-        .or_else(|_| reject(format!("field `{label}` must be an integer")))
+/// A JSON integer that fits in an `i64`, as serde_json reads one: no fraction or exponent, and
+/// not `-0` (which serde_json reads as a float).
+fn i64_of(raw: &str) -> Option<i64> {
+    let (negative, digits) = match raw.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, raw),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    // Up to 19 digits cannot overflow a u64, so the common case needs no overflow checks.
+    let short = digits.len() <= 19;
+    let mut magnitude: u64 = 0;
+    for b in digits.bytes() {
+        let digit = u64::from(b.wrapping_sub(b'0'));
+        if digit > 9 {
+            return None;
+        }
+        magnitude = if short {
+            magnitude * 10 + digit
+        } else {
+            magnitude.checked_mul(10)?.checked_add(digit)?
+        };
+    }
+    if negative {
+        match magnitude {
+            0 => None,
+            m => 0i64.checked_sub_unsigned(m),
+        }
+    } else {
+        i64::try_from(magnitude).ok()
+    }
 }
 
-fn opt_int(f: &mut Fields, names: &[&str], label: &str) -> Res<Option<i64>> {
+#[inline(always)]
+fn int_of(raw: Raw, label: &str) -> Res<i64> {
+    match i64_of(raw.text()) {
+        Some(n) => Ok(n),
+        None => reject(format!("field `{label}` must be an integer")),
+    }
+}
+
+#[inline(always)]
+fn opt_int(f: &mut Fields, names: &[Key], label: &str) -> Res<Option<i64>> {
     f.take(names, label)?.map(|r| int_of(r, label)).transpose()
 }
 
-fn opt_json(f: &mut Fields, names: &[&str], label: &str) -> Res<Option<JsonText>> {
-    Ok(f.take(names, label)?.map(|r| r.get().to_owned()))
+#[inline(always)]
+fn opt_json(f: &mut Fields, names: &[Key], label: &str) -> Res<Option<JsonText>> {
+    Ok(f.take(names, label)?.map(|r| r.text().to_owned()))
 }
 
-fn opt_object(f: &mut Fields, names: &[&str], label: &str) -> Res<Option<JsonText>> {
+#[inline(always)]
+fn opt_object(f: &mut Fields, names: &[Key], label: &str) -> Res<Option<JsonText>> {
     match f.take(names, label)? {
-        Some(r) if r.get().starts_with('{') => Ok(Some(r.get().to_owned())),
+        Some(r) if r.text().starts_with('{') => Ok(Some(r.text().to_owned())),
         Some(_) => reject(format!("field `{label}` must be an object")),
         None => Ok(None),
     }
 }
 
 /// `ts`: an RFC 3339 string or integer milliseconds since the Unix epoch.
-fn ts_of(raw: &RawValue, label: &str) -> Res<i64> {
-    let text = raw.get();
+fn ts_of(raw: Raw, label: &str) -> Res<i64> {
+    let text = raw.text();
     if text.starts_with('"') {
-        let s = string_of(raw, label)?;
+        let s = str_of(raw, label)?;
         let t = chrono::DateTime::parse_from_rfc3339(&s).or_else(|e| {
             reject(format!(
                 "field `{label}`: {s:?} is not an RFC 3339 timestamp ({e})"
@@ -267,15 +223,12 @@ fn ts_of(raw: &RawValue, label: &str) -> Res<i64> {
         })?;
         return Ok(t.timestamp_millis());
     }
-    let ms = match serde_json::from_str::<i64>(text) {
-        Ok(ms) => ms,
-        Err(_) => {
-            return reject(format!(
-                "field `{label}` must be an RFC 3339 string or an integer of milliseconds since \
-                 the Unix epoch (got {})",
-                truncate(text, 40)
-            ))
-        }
+    let Some(ms) = i64_of(text) else {
+        return reject(format!(
+            "field `{label}` must be an RFC 3339 string or an integer of milliseconds since \
+             the Unix epoch (got {})",
+            truncate(text, 40)
+        ));
     };
     if ms < MIN_TS_MS {
         return reject(format!(
@@ -297,19 +250,22 @@ fn truncate(s: &str, n: usize) -> &str {
 
 // ---- events ----------------------------------------------------------------------------------
 
-fn event_from_fields(mut f: Fields) -> Res<Event> {
-    let ty = match f.take(&["type"], "type")? {
-        Some(r) => string_of(r, "type")?,
+fn event_from_fields<'a>(f: &mut Fields<'a>, run: &mut Option<Fields<'a>>) -> Res<Event> {
+    let ty = match f.take(&[Key::Type], "type")? {
+        Some(r) => str_of(r, "type")?,
         None => return reject("missing required field `type`"),
     };
-    let run_id = opt_string(&mut f, &["run_id", "runId"], "run_id")?;
-    let ts = f.take(&["ts"], "ts")?.map(|r| ts_of(r, "ts")).transpose()?;
-    let id = opt_string(&mut f, &["id"], "id")?
+    let run_id = opt_string(f, &[Key::RunId, Key::RunIdCamel], "run_id")?;
+    let ts = f
+        .take(&[Key::Ts], "ts")?
+        .map(|r| ts_of(r, "ts"))
+        .transpose()?;
+    let id = opt_string(f, &[Key::Id], "id")?
         .map(|s| id_string(s, "id"))
         .transpose()?;
 
     if ty == "run.checkpoint" {
-        return checkpoint(f, run_id, ts, id);
+        return checkpoint(f, run, run_id, ts, id);
     }
     let Some(kind) = TypeKind::of(&ty) else {
         return reject(format!(
@@ -326,22 +282,26 @@ fn event_from_fields(mut f: Fields) -> Res<Event> {
     };
     let body = match kind {
         TypeKind::Started => {
-            let Some(raw) = f.take(&["run"], "run")? else {
+            if f.take(&[Key::Run], "run")?.is_none() {
                 return reject("missing required field `run`");
-            };
-            let (run, _) = run_fields(object_of(raw, "run")?, false)?;
+            }
+            let (run, _) = run_fields(run_object(run)?, false)?;
             if run.operation.is_none() {
                 return reject("missing required field `run.operation`");
             }
             Body::Started { run: Box::new(run) }
         }
         TypeKind::Progress => {
-            let path = req_string(&mut f, &["path"], "path")?;
-            let Some(value) = f.take(&["value"], "value")? else {
+            let path = req_string(f, &[Key::Path], "path")?;
+            let Some(value) = f.take(&[Key::Value], "value")? else {
                 // A present `null` is a value too.
                 return reject("missing required field `value`");
             };
-            let append = match opt_string(&mut f, &["op"], "op")?.as_deref() {
+            let op = f
+                .take(&[Key::Op], "op")?
+                .map(|r| str_of(r, "op"))
+                .transpose()?;
+            let append = match op.as_deref() {
                 None | Some("set") => false,
                 Some("append") => true,
                 Some(other) => {
@@ -352,39 +312,39 @@ fn event_from_fields(mut f: Fields) -> Res<Event> {
             };
             Body::Progress {
                 path,
-                value: value.get().to_owned(),
+                value: value.text().to_owned(),
                 append,
             }
         }
         TypeKind::Waiting => Body::Waiting {
-            step_id: req_string(&mut f, &["step_id", "stepId"], "step_id")?,
-            prompt: opt_string(&mut f, &["prompt"], "prompt")?,
+            step_id: req_string(f, &[Key::StepId, Key::StepIdCamel], "step_id")?,
+            prompt: opt_string(f, &[Key::Prompt], "prompt")?,
         },
         TypeKind::Resumed => Body::Resumed {
-            step_id: req_string(&mut f, &["step_id", "stepId"], "step_id")?,
-            data: opt_json(&mut f, &["data"], "data")?,
+            step_id: req_string(f, &[Key::StepId, Key::StepIdCamel], "step_id")?,
+            data: opt_json(f, &[Key::Data], "data")?,
         },
         TypeKind::Completed => Body::Completed {
-            output: opt_json(&mut f, &["output"], "output")?.unwrap_or_else(|| "null".into()),
-            duration_ms: opt_int(&mut f, &["duration_ms", "durationMs"], "duration_ms")?,
+            output: opt_json(f, &[Key::Output], "output")?.unwrap_or_else(|| "null".into()),
+            duration_ms: opt_int(f, &[Key::DurationMs, Key::DurationMsCamel], "duration_ms")?,
         },
         TypeKind::Failed => {
-            let Some(raw) = f.take(&["error"], "error")? else {
+            let Some(raw) = f.take(&[Key::Error], "error")? else {
                 return reject("missing required field `error`");
             };
             Body::Failed {
                 error: Box::new(error_info(raw, "error")?),
-                duration_ms: opt_int(&mut f, &["duration_ms", "durationMs"], "duration_ms")?,
+                duration_ms: opt_int(f, &[Key::DurationMs, Key::DurationMsCamel], "duration_ms")?,
             }
         }
         TypeKind::Cancelled => Body::Cancelled {
-            reason: opt_string(&mut f, &["reason"], "reason")?,
+            reason: opt_string(f, &[Key::Reason], "reason")?,
         },
         TypeKind::Doc(change) => {
-            let doctype = req_string(&mut f, &["doctype"], "doctype")?;
-            let name = req_string(&mut f, &["name"], "name")?;
-            let data = opt_object(&mut f, &["data"], "data")?;
-            let before = opt_object(&mut f, &["before"], "before")?;
+            let doctype = req_string(f, &[Key::Doctype], "doctype")?;
+            let name = req_string(f, &[Key::Name], "name")?;
+            let data = opt_object(f, &[Key::Data], "data")?;
+            let before = opt_object(f, &[Key::Before], "before")?;
             Body::Doc {
                 change,
                 doctype,
@@ -433,8 +393,8 @@ impl TypeKind {
 }
 
 /// `error`: an object with a string `message` (plus `code`, `stack`), or a plain string.
-fn error_info(raw: &RawValue, label: &str) -> Res<ErrorInfo> {
-    if raw.get().starts_with('"') {
+fn error_info(raw: Raw, label: &str) -> Res<ErrorInfo> {
+    if raw.text().starts_with('"') {
         return Ok(ErrorInfo {
             message: string_of(raw, label)?,
             code: None,
@@ -442,31 +402,30 @@ fn error_info(raw: &RawValue, label: &str) -> Res<ErrorInfo> {
             extra: None,
         });
     }
-    let mut f = match parse_object(raw.get()) {
-        Ok(Some(f)) => f,
-        _ => {
-            return reject(format!(
-                "field `{label}` must be an object with a string `message`, or a string"
-            ))
-        }
-    };
-    let message = match f.take(&["message"], "message")? {
+    let mut fields = Fields::new();
+    let f = &mut fields;
+    if !matches!(f.read(raw.text(), None), Ok(true)) {
+        return reject(format!(
+            "field `{label}` must be an object with a string `message`, or a string"
+        ));
+    }
+    let message = match f.take(&[Key::Message], "message")? {
         Some(r) => string_of(r, &format!("{label}.message"))?,
         None => return reject(format!("missing required field `{label}.message`")),
     };
     Ok(ErrorInfo {
         message,
-        code: opt_json(&mut f, &["code"], &format!("{label}.code"))?,
-        stack: opt_string(&mut f, &["stack"], &format!("{label}.stack"))?,
+        code: opt_json(f, &[Key::Code], &format!("{label}.code"))?,
+        stack: opt_string(f, &[Key::Stack], &format!("{label}.stack"))?,
         extra: f.rest(),
     })
 }
 
 /// Values taken out of a checkpoint's `run` object besides the context fields.
 #[derive(Default)]
-struct CheckpointExtras {
+struct CheckpointExtras<'a> {
     id: Option<String>,
-    status: Option<String>,
+    status: Option<Cow<'a, str>>,
     timestamp: Option<i64>,
     duration: Option<i64>,
     output: Option<JsonText>,
@@ -475,66 +434,72 @@ struct CheckpointExtras {
 
 /// Reads the context fields of a `run` object, resolving every alias. With `checkpoint`, also
 /// takes the context object's own `id`, `status`, `timestamp`, `duration`, `output`, `error`.
-fn run_fields(mut f: Fields, checkpoint: bool) -> Res<(RunFields, CheckpointExtras)> {
+#[inline(always)]
+fn run_fields<'a>(f: &mut Fields<'a>, checkpoint: bool) -> Res<(RunFields, CheckpointExtras<'a>)> {
     let mut extras = CheckpointExtras::default();
     if checkpoint {
-        extras.id = opt_string(&mut f, &["id"], "run.id")?;
-        extras.status = opt_string(&mut f, &["status"], "run.status")?;
+        extras.id = opt_string(f, &[Key::Id], "run.id")?;
+        extras.status = f
+            .take(&[Key::Status], "run.status")?
+            .map(|r| str_of(r, "run.status"))
+            .transpose()?;
         extras.timestamp = f
-            .take(&["timestamp"], "run.timestamp")?
+            .take(&[Key::Timestamp], "run.timestamp")?
             .map(|r| ts_of(r, "run.timestamp"))
             .transpose()?;
-        extras.duration = opt_int(&mut f, &["duration", "duration_ms"], "run.duration")?;
-        extras.output = opt_json(&mut f, &["output"], "run.output")?;
+        extras.duration = opt_int(f, &[Key::Duration, Key::DurationMs], "run.duration")?;
+        extras.output = opt_json(f, &[Key::Output], "run.output")?;
         extras.error = f
-            .take(&["error"], "run.error")?
+            .take(&[Key::Error], "run.error")?
             .map(|r| error_info(r, "run.error"))
             .transpose()?;
     }
-    let options = f.take(&["options"], "run.options")?;
+    let options = f.take(&[Key::Options], "run.options")?;
     // Aliases that live inside `options` (coworker passes them there).
     let (mut o_parent, mut o_chain, mut o_step_index) = (None, None, None);
     if let Some(o) = options {
-        let mut of = object_of(o, "run.options")?;
-        o_parent = opt_string(&mut of, &["parentRunId"], "run.options.parentRunId")?;
-        o_chain = opt_string(&mut of, &["chainId"], "run.options.chainId")?;
-        o_step_index = opt_int(&mut of, &["stepIndex"], "run.options.stepIndex")?;
+        let mut of = Fields::new();
+        object_of(&mut of, o, "run.options")?;
+        o_parent = opt_string(&mut of, &[Key::ParentRunIdCamel], "run.options.parentRunId")?;
+        o_chain = opt_string(&mut of, &[Key::ChainIdCamel], "run.options.chainId")?;
+        o_step_index = opt_int(&mut of, &[Key::StepIndexCamel], "run.options.stepIndex")?;
     }
     let run = RunFields {
-        operation: opt_string(&mut f, &["operation"], "run.operation")?,
-        doctype: opt_string(&mut f, &["doctype", "from", "into"], "run.doctype")?,
-        template: opt_string(&mut f, &["template"], "run.template")?,
-        flow: opt_string(&mut f, &["flow"], "run.flow")?,
-        owner: opt_string(&mut f, &["owner"], "run.owner")?,
-        agent: opt_string(&mut f, &["agent"], "run.agent")?,
-        role: opt_string(&mut f, &["role"], "run.role")?,
+        operation: opt_string(f, &[Key::Operation], "run.operation")?,
+        doctype: opt_string(f, &[Key::Doctype, Key::From, Key::Into], "run.doctype")?,
+        template: opt_string(f, &[Key::Template], "run.template")?,
+        flow: opt_string(f, &[Key::Flow], "run.flow")?,
+        owner: opt_string(f, &[Key::Owner], "run.owner")?,
+        agent: opt_string(f, &[Key::Agent], "run.agent")?,
+        role: opt_string(f, &[Key::Role], "run.role")?,
         parent_run_id: opt_string(
-            &mut f,
-            &["parent_run_id", "parentRunId"],
+            f,
+            &[Key::ParentRunId, Key::ParentRunIdCamel],
             "run.parent_run_id",
         )?
         .or(o_parent),
-        chain_id: opt_string(&mut f, &["chain_id", "chainId"], "run.chain_id")?.or(o_chain),
-        step_id: opt_string(&mut f, &["step_id", "stepId"], "run.step_id")?,
-        step_index: opt_int(&mut f, &["step_index", "stepIndex"], "run.step_index")?
+        chain_id: opt_string(f, &[Key::ChainId, Key::ChainIdCamel], "run.chain_id")?.or(o_chain),
+        step_id: opt_string(f, &[Key::StepId, Key::StepIdCamel], "run.step_id")?,
+        step_index: opt_int(f, &[Key::StepIndex, Key::StepIndexCamel], "run.step_index")?
             .or(o_step_index),
-        input: opt_json(&mut f, &["input"], "run.input")?,
-        options: options.map(|o| o.get().to_owned()),
+        input: opt_json(f, &[Key::Input], "run.input")?,
+        options: options.map(|o| o.text().to_owned()),
         extra: f.rest(),
     };
     Ok((run, extras))
 }
 
-fn checkpoint(
-    mut f: Fields,
+fn checkpoint<'a>(
+    f: &mut Fields<'a>,
+    run: &mut Option<Fields<'a>>,
     run_id: Option<String>,
     ts: Option<i64>,
     id: Option<String>,
 ) -> Res<Event> {
-    let Some(raw) = f.take(&["run"], "run")? else {
+    if f.take(&[Key::Run], "run")?.is_none() {
         return reject("missing required field `run`");
-    };
-    let (run, x) = run_fields(object_of(raw, "run")?, true)?;
+    }
+    let (run, x) = run_fields(run_object(run)?, true)?;
     let run_id = match run_id.or(x.id) {
         Some(r) => id_string(r, "run_id")?,
         None => return reject("missing required field `run.id` (or `run_id`)"),
@@ -558,7 +523,7 @@ fn checkpoint(
         return reject("missing required field `run.error` (a failed checkpoint needs one)");
     }
     let duration_ms =
-        opt_int(&mut f, &["duration_ms", "durationMs"], "duration_ms")?.or(x.duration);
+        opt_int(f, &[Key::DurationMs, Key::DurationMsCamel], "duration_ms")?.or(x.duration);
     Ok(Event {
         ts_ms,
         run_id,
@@ -676,5 +641,179 @@ mod tests {
             10
         )
         .is_err_and(|r| r.0.contains("size limit")));
+    }
+
+    /// Every rejection reason, with the exact sentence a client sees.
+    #[test]
+    fn rejection_sentences() {
+        let env = r#""run_id":"a","ts":1763700000000"#;
+        let cases: &[(String, &str)] = &[
+            ("[1]".into(), "not a JSON object"),
+            ("\"x\"".into(), "not a JSON object"),
+            ("{".into(), "invalid JSON: EOF while parsing an object (column 1)"),
+            ("{\"a\":1,}".into(), "invalid JSON: trailing comma (column 8)"),
+            ("{\"a\":01}".into(), "invalid JSON: invalid number (column 7)"),
+            ("{} x".into(), "invalid JSON: trailing characters (column 4)"),
+            ("1e400".into(), "invalid JSON: number out of range (column 5)"),
+            (
+                "{\"a\":1,\"a\":2}".into(),
+                "invalid JSON: duplicate key `a` (column 10)",
+            ),
+            (
+                "{\"\\ud800\":1}".into(),
+                "invalid JSON: unexpected end of hex escape (column 9)",
+            ),
+            (
+                format!(r#"{{{env}}}"#),
+                "missing required field `type`",
+            ),
+            (
+                format!(r#"{{"type":1,{env}}}"#),
+                "field `type` must be a string",
+            ),
+            (
+                r#"{"type":"run.cancelled","run_id":"a","runId":"b","ts":1763700000000}"#.into(),
+                "field `run_id` is given twice (as `runId`)",
+            ),
+            (
+                r#"{"type":"run.cancelled","run_id":"","ts":1763700000000}"#.into(),
+                "field `run_id` must be 1 to 256 bytes long (it is 0)",
+            ),
+            (
+                format!(r#"{{"type":"run.cancelled",{env},"id":"{}"}}"#, "x".repeat(257)),
+                "field `id` must be 1 to 256 bytes long (it is 257)",
+            ),
+            (
+                format!(r#"{{"type":"run.cancelled",{env},"reason":"\ud800"}}"#),
+                "field `reason` must be a string",
+            ),
+            (
+                r#"{"type":"run.cancelled","run_id":"a","ts":-0}"#.into(),
+                "field `ts` must be an RFC 3339 string or an integer of milliseconds since the \
+                 Unix epoch (got -0)",
+            ),
+            (
+                r#"{"type":"run.cancelled","run_id":"a","ts":253402300800000}"#.into(),
+                "field `ts`: 253402300800000 is past the year 9999",
+            ),
+            (
+                r#"{"type":"run.cancelled","run_id":"a","ts":"2025-13-01T00:00:00Z"}"#.into(),
+                "field `ts`: \"2025-13-01T00:00:00Z\" is not an RFC 3339 timestamp (input is out \
+                 of range)",
+            ),
+            (
+                format!(r#"{{"type":"run.started",{env},"run":[]}}"#),
+                "field `run` must be an object",
+            ),
+            (
+                format!(r#"{{"type":"run.started",{env},"run":{{"operation":"o","x":1,"x":2}}}}"#),
+                "field `run` must be an object",
+            ),
+            (
+                format!(r#"{{"type":"run.started",{env},"run":{{"operation":"o","\udc00":1}}}}"#),
+                "field `run` must be an object",
+            ),
+            (
+                format!(r#"{{"type":"run.started",{env},"run":{{"operation":"o","options":5}}}}"#),
+                "field `run.options` must be an object",
+            ),
+            (
+                format!(r#"{{"type":"run.started",{env},"run":{{"operation":"o","stepIndex":1,"step_index":2}}}}"#),
+                "field `run.step_index` is given twice (as `step_index`)",
+            ),
+            (
+                format!(r#"{{"type":"run.started",{env},"run":{{"into":"a","from":"b","doctype":"c","operation":"o"}}}}"#),
+                "field `run.doctype` is given twice (as `from`)",
+            ),
+            (
+                format!(r#"{{"type":"run.progress",{env},"path":"","value":1}}"#),
+                "field `path` must not be empty",
+            ),
+            (
+                format!(r#"{{"type":"run.waiting",{env}}}"#),
+                "missing required field `step_id`",
+            ),
+            (
+                format!(r#"{{"type":"run.completed",{env},"duration_ms":1.5}}"#),
+                "field `duration_ms` must be an integer",
+            ),
+            (
+                format!(r#"{{"type":"run.failed",{env},"error":5}}"#),
+                "field `error` must be an object with a string `message`, or a string",
+            ),
+            (
+                format!(r#"{{"type":"doc.deleted",{env},"doctype":"T"}}"#),
+                "missing required field `name`",
+            ),
+            (
+                r#"{"type":"run.checkpoint","run":{"status":"running","timestamp":1763700000000}}"#.into(),
+                "missing required field `run.id` (or `run_id`)",
+            ),
+            (
+                r#"{"type":"run.checkpoint","run":{"id":"a","status":"running"}}"#.into(),
+                "missing required field `run.timestamp` (or `ts`)",
+            ),
+            (
+                r#"{"type":"run.checkpoint","run":{"id":"a","timestamp":1763700000000}}"#.into(),
+                "missing required field `run.status`",
+            ),
+            (
+                r#"{"type":"run.checkpoint","run":{"id":"a","status":"failed","timestamp":1763700000000}}"#.into(),
+                "missing required field `run.error` (a failed checkpoint needs one)",
+            ),
+        ];
+        for (line, reason) in cases {
+            assert_eq!(err(line), *reason, "{line}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_in_order_with_keys_escaped_again() {
+        let e = ok(
+            r#"{"a":1,"type":"run.completed","p\u0061th":"x","run_id":"r","n\"q":[true],"ts":1763700000000,"\u00e9\n":{"k":"\ud800"},"output":2,"op":null}"#,
+        );
+        assert_eq!(
+            e.extra.as_deref(),
+            Some(r#"{"a":1,"path":"x","n\"q":[true],"é\n":{"k":"\ud800"},"op":null}"#)
+        );
+        let Body::Completed { output, .. } = &e.body else {
+            panic!()
+        };
+        assert_eq!(output, "2");
+    }
+
+    #[test]
+    fn values_keep_their_text_and_strings_are_decoded() {
+        let e = ok(
+            "{ \"type\" : \"run.progress\" ,\"run_id\":\"r\\u002d1\",\"ts\":\"2025-11-21T04:40:00.010+01:00\",\n\"path\":\"a.b\",\"value\":{ \"x\" : [1, 2.5e3, \"\\ud83d\\ude00\"] },\"op\":\"append\"}\n",
+        );
+        assert_eq!(e.run_id, "r-1");
+        assert_eq!(e.ts_ms, 1_763_696_400_010);
+        let Body::Progress { value, append, .. } = &e.body else {
+            panic!()
+        };
+        assert_eq!(value, r#"{ "x" : [1, 2.5e3, "\ud83d\ude00"] }"#);
+        assert!(*append);
+    }
+
+    #[test]
+    fn deep_nesting_is_no_problem() {
+        let deep = "[{\"a\":".repeat(50_000) + "1" + &"}]".repeat(50_000);
+        let e = ok(&format!(
+            r#"{{"type":"run.resumed","run_id":"a","ts":1763700000000,"step_id":"s","data":{deep}}}"#
+        ));
+        let Body::Resumed { data, .. } = &e.body else {
+            panic!()
+        };
+        assert_eq!(data.as_deref(), Some(deep.as_str()));
+        assert!(err(&format!(
+            r#"{{"type":"run.cancelled","run_id":"a","ts":1763700000000,"x":{}}}"#,
+            &deep[..deep.len() - 1]
+        ))
+        .starts_with("invalid JSON: expected `,` or `]`"));
+        assert_eq!(
+            err(&"[".repeat(100_000)),
+            "invalid JSON: EOF while parsing a list (column 100000)"
+        );
     }
 }
