@@ -921,6 +921,36 @@ fn js_client_tests() {
     );
 }
 
+/// The index commits less often than the projections; a search about the head still finds
+/// what was just acknowledged, without waiting for the index's own cadence.
+#[test]
+fn search_reads_its_writes_with_a_long_index_interval() {
+    let dir = tempdir();
+    let s = Server::start(&dir.path().join("l.db"), &["--index-interval", "600000"]);
+    for round in 0..3 {
+        let run = format!("rywsearch-{round}");
+        let token = format!("zqxfresh{round}token");
+        let line = json!({"type": "run.started", "id": format!("{run}-s"),
+                          "ts": 1_763_700_000_000i64, "run_id": run,
+                          "run": {"operation": "summarize", "input": {"text": token}}})
+        .to_string();
+        let (_, rep) = s.post(&ndjson(&[line]));
+        assert_eq!(rep["accepted"], 1);
+        let t = Instant::now();
+        let (code, found) = s.get(&format!("/v1/search?q={token}"));
+        assert_eq!(code, 200, "{found}");
+        let hits = found["hits"].as_array().expect("hits");
+        assert_eq!(hits.len(), 1, "{found}");
+        assert_eq!(hits[0]["run_id"], run);
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "the search waited {:?} for the index",
+            t.elapsed()
+        );
+    }
+    assert_eq!(s.stop(), 0);
+}
+
 #[test]
 fn queries_read_their_writes_with_a_long_catch_up_interval() {
     let dir = tempdir();

@@ -52,11 +52,14 @@ pub struct Args {
     /// Size limit of one event, in bytes.
     #[arg(long, default_value_t = ledger::DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
-    /// Shortest time between two catch-ups of the projections and the search index while
-    /// events keep arriving, in ms (longer: cheaper ingest; a query about the head cuts the
-    /// wait short).
+    /// Shortest time between two catch-ups of the projections while events keep arriving, in
+    /// ms (longer: cheaper ingest; a query about the head cuts the wait short).
     #[arg(long, value_name = "MS", default_value_t = 50)]
     pub catch_up_interval: u64,
+    /// Shortest time between two commits of the search index while events keep arriving, in ms
+    /// (a search about the head cuts the wait short). Never shorter than --catch-up-interval.
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    pub index_interval: u64,
     /// Let browser pages from ORIGIN call the API (CORS); repeatable, `*` for any origin.
     #[arg(long, value_name = "ORIGIN")]
     pub cors_origin: Vec<String>,
@@ -77,6 +80,10 @@ pub(crate) struct AppState {
     pub applied_rx: watch::Receiver<u64>,
     /// Set by a query waiting for the projections: the catch-up thread skips its pause.
     pub catch_up_nudge: Arc<std::sync::atomic::AtomicBool>,
+    /// The search index's watermark, updated by the catch-up thread.
+    pub indexed_rx: watch::Receiver<u64>,
+    /// Set by a search waiting for the index: the catch-up thread indexes at once.
+    pub index_nudge: Arc<std::sync::atomic::AtomicBool>,
     /// Becomes `true` when the server is shutting down (ends live tails).
     pub shutdown_rx: watch::Receiver<bool>,
     pub max_body: usize,
@@ -109,7 +116,10 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let catchup = catchup::CatchUp::start(
         Arc::clone(&ledger),
-        Duration::from_millis(args.catch_up_interval),
+        catchup::Cadence {
+            projections: Duration::from_millis(args.catch_up_interval),
+            index: Duration::from_millis(args.index_interval.max(args.catch_up_interval)),
+        },
     )?;
     let (writer, writer_thread) =
         writer::start(Arc::clone(&ledger), Arc::clone(&metrics), head_tx)?;
@@ -122,6 +132,8 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         head_rx,
         applied_rx: catchup.applied_rx(),
         catch_up_nudge: catchup.nudge(),
+        indexed_rx: catchup.indexed_rx(),
+        index_nudge: catchup.nudge_index(),
         shutdown_rx,
         max_body: args.max_body,
         max_event_bytes: args.max_event_bytes,

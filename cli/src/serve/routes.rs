@@ -332,6 +332,17 @@ async fn wait_applied(st: &AppState, target: u64) {
     let _ = tokio::time::timeout(READ_YOUR_WRITES_WAIT, rx.wait_for(|a| *a >= target)).await;
 }
 
+/// Waits until the search index holds `target` (or the wait times out).
+async fn wait_indexed(st: &AppState, target: u64) {
+    let mut rx = st.indexed_rx.clone();
+    if *rx.borrow() >= target {
+        return;
+    }
+    st.index_nudge
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tokio::time::timeout(READ_YOUR_WRITES_WAIT, rx.wait_for(|a| *a >= target)).await;
+}
+
 /// Why a query failed, as an HTTP answer.
 struct Failure(StatusCode, String);
 
@@ -517,6 +528,10 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<Params>) -> Res
         limit: tri!(param_u64(&q, "limit")).map_or(20, |n| usize::try_from(n).unwrap_or(20)),
         offset: tri!(param_u64(&q, "offset")).map_or(0, |n| usize::try_from(n).unwrap_or(0)),
     };
+    // The index catches up less often than the projections: a search about the head asks it
+    // to catch up first.
+    let head = st.head_rx.borrow().seq;
+    wait_indexed(&st, head).await;
     answer_with(st, At::Head, move |ledger, _| {
         Ok(query::search::search(ledger, &req)?)
     })
