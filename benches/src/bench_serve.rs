@@ -118,7 +118,7 @@ fn throughput(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let clock = Clock::start();
-    let handles: Vec<_> = (0..CLIENTS)
+    let handles: Vec<Client> = (0..CLIENTS)
         .map(|_| {
             let (bodies, next, addr) =
                 (Arc::clone(&bodies), Arc::clone(&next), server.addr.clone());
@@ -135,12 +135,7 @@ fn throughput(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
             })
         })
         .collect();
-    let (mut lat, mut stored) = (Vec::new(), 0);
-    for h in handles {
-        let (l, s) = h.join().map_err(|_| anyhow!("a client panicked"))??;
-        lat.extend(l);
-        stored += s;
-    }
+    let (mut lat, stored) = join_clients(handles)?;
     let timing = clock.stop();
     let commits = server.commit_metrics()?;
     let shutdown = Instant::now();
@@ -171,7 +166,7 @@ fn latency(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
     let bodies = Arc::new(bodies);
     let start = Instant::now() + Duration::from_millis(100);
     let clock = Clock::start();
-    let handles: Vec<_> = (0..CLIENTS)
+    let handles: Vec<Client> = (0..CLIENTS)
         .map(|k| {
             let (bodies, addr) = (Arc::clone(&bodies), server.addr.clone());
             std::thread::spawn(move || -> Result<(Vec<Duration>, u64)> {
@@ -193,12 +188,7 @@ fn latency(input: &Input, dir: &Path, extra: &[&str]) -> Result<Sample> {
             })
         })
         .collect();
-    let (mut lat, mut stored) = (Vec::new(), 0);
-    for h in handles {
-        let (l, s) = h.join().map_err(|_| anyhow!("a client panicked"))??;
-        lat.extend(l);
-        stored += s;
-    }
+    let (mut lat, stored) = join_clients(handles)?;
     let timing = clock.stop();
     let commits = server.commit_metrics()?;
     server.stop()?;
@@ -233,6 +223,19 @@ fn fsync_probe(dir: &Path) -> Result<Vec<Metric>> {
     let mut m = percentiles("disk fdatasync 4 KiB", &mut lat);
     m.retain(|m| m.name.ends_with("p50") || m.name.ends_with("p99"));
     Ok(m)
+}
+
+type Client = std::thread::JoinHandle<Result<(Vec<Duration>, u64)>>;
+
+/// Every client's latencies, and the events the server reported stored.
+fn join_clients(handles: Vec<Client>) -> Result<(Vec<Duration>, u64)> {
+    let (mut lat, mut stored) = (Vec::new(), 0);
+    for h in handles {
+        let (l, s) = h.join().map_err(|_| anyhow!("a client panicked"))??;
+        lat.extend(l);
+        stored += s;
+    }
+    Ok((lat, stored))
 }
 
 fn percentiles(name: &str, lat: &mut [Duration]) -> Vec<Metric> {

@@ -323,23 +323,25 @@ fn param_at(q: &Params) -> Result<At, String> {
 
 /// Waits until the projections have applied `target` (or the wait times out).
 async fn wait_applied(st: &AppState, target: u64) {
-    let mut rx = st.applied_rx.clone();
-    if *rx.borrow() >= target {
-        return;
-    }
-    st.catch_up_nudge
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = tokio::time::timeout(READ_YOUR_WRITES_WAIT, rx.wait_for(|a| *a >= target)).await;
+    wait_watermark(st.applied_rx.clone(), &st.catch_up_nudge, target).await;
 }
 
 /// Waits until the search index holds `target` (or the wait times out).
 async fn wait_indexed(st: &AppState, target: u64) {
-    let mut rx = st.indexed_rx.clone();
+    wait_watermark(st.indexed_rx.clone(), &st.index_nudge, target).await;
+}
+
+/// Waits until the watermark `rx` reaches `target`, asking the catch-up thread (`nudge`) to
+/// get there now rather than at its next round.
+async fn wait_watermark(
+    mut rx: tokio::sync::watch::Receiver<u64>,
+    nudge: &std::sync::atomic::AtomicBool,
+    target: u64,
+) {
     if *rx.borrow() >= target {
         return;
     }
-    st.index_nudge
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    nudge.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = tokio::time::timeout(READ_YOUR_WRITES_WAIT, rx.wait_for(|a| *a >= target)).await;
 }
 
