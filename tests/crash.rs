@@ -129,8 +129,8 @@ fn kill_during_ingest_loses_nothing_reported_stored() {
         reported = reported.max(rep["last_seq"].as_u64().unwrap_or(0));
         done.push(it);
 
-        // Then the next chunk, killed at a random moment.
-        let delay = Duration::from_millis(rng.range(5, 300));
+        // Then the next chunk, killed at a random moment (mostly before it ends).
+        let delay = Duration::from_millis(rng.range(5, 150));
         let args = ingest(it + 1);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         match run_and_kill(&l, &args, delay) {
@@ -196,9 +196,10 @@ fn kill_during_projection_catch_up_recovers_the_same_answers() {
             .json();
         assert_eq!(code, 0, "{err}");
         assert_eq!(rep["rejected"], 0);
-        // Reading commands catch projections up first: kill them during it.
+        // Reading commands catch projections up first: kill them during it. The delays stay
+        // below how long a catch-up of one part takes, or no kill would land mid-way.
         for q in [&["state"][..], &["runs"], &["state"]] {
-            let delay = Duration::from_millis(rng.range(5, 300));
+            let delay = Duration::from_millis(rng.range(5, 80));
             let mut args = q.to_vec();
             args.push("--json");
             match run_and_kill(&crashed, &args, delay) {

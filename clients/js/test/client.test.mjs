@@ -79,7 +79,13 @@ function stopServer(child) {
 
 async function getJson(url) {
   const r = await fetch(url);
-  const body = await r.json();
+  const text = await r.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new Error(`GET ${url}: ${r.status}, not JSON: ${text.slice(0, 300)}`);
+  }
   return { status: r.status, body };
 }
 
@@ -181,7 +187,9 @@ let db;
 before(async () => {
   assert.ok(existsSync(BIN), `runledger binary not found at ${BIN} (set RUNLEDGER_BIN)`);
   db = tempDb();
-  server = await startServer(db, await freePort());
+  // Port 0: the server takes a port the kernel hands it and says which; a port picked here
+  // and passed on could be taken by another process in between.
+  server = await startServer(db, 0);
 });
 
 after(async () => {
