@@ -86,14 +86,7 @@ pub fn runledger(input: &Input, dir: &Path) -> Result<Sample> {
         disk.bytes as f64 / input.bytes as f64,
         "x",
     ));
-    Ok(Sample {
-        events: stored,
-        stored: Some(stored),
-        timing,
-        disk: Some(disk),
-        metrics: m,
-        ..Sample::default()
-    })
+    Ok(Sample::of_store(stored, timing, disk, m))
 }
 
 /// Nodes of a `tree_json` answer: objects with a `run_id`.
@@ -163,14 +156,7 @@ pub fn sqlite(input: &Input, dir: &Path) -> Result<Sample> {
         "x",
     ));
     drop(conn);
-    Ok(Sample {
-        events: stored as u64,
-        stored: Some(stored as u64),
-        timing,
-        disk: Some(disk),
-        metrics: m,
-        ..Sample::default()
-    })
+    Ok(Sample::of_store(stored as u64, timing, disk, m))
 }
 
 /// Every column of every row, so that SQLite does the work of producing the answer.

@@ -129,14 +129,7 @@ pub fn runledger(input: &Input, dir: &Path) -> Result<Sample> {
         disk.bytes as f64 / nd,
         "x",
     ));
-    Ok(Sample {
-        events: stored,
-        stored: Some(stored),
-        timing,
-        disk: Some(disk),
-        metrics: m,
-        ..Sample::default()
-    })
+    Ok(Sample::of_store(stored, timing, disk, m))
 }
 
 fn push_found(m: &mut Vec<Metric>, found: [usize; 4]) {
@@ -250,12 +243,5 @@ pub fn sqlite(input: &Input, dir: &Path) -> Result<Sample> {
         "x",
     ));
     drop(conn);
-    Ok(Sample {
-        events: stored as u64,
-        stored: Some(stored as u64),
-        timing,
-        disk: Some(disk),
-        metrics: m,
-        ..Sample::default()
-    })
+    Ok(Sample::of_store(stored as u64, timing, disk, m))
 }

@@ -44,14 +44,7 @@ pub fn runledger(input: &Input, dir: &Path) -> Result<Sample> {
     })?);
     m.push(Metric::new("peak RSS (stats)", rss, "MiB"));
     summary(&mut m, &first);
-    Ok(Sample {
-        events: stored,
-        stored: Some(stored),
-        timing,
-        disk: Some(disk_use(dir)?),
-        metrics: m,
-        ..Sample::default()
-    })
+    Ok(Sample::of_store(stored, timing, disk_use(dir)?, m))
 }
 
 /// Groups and runs counted, and the largest group's p99: the systems must agree.
@@ -126,14 +119,7 @@ pub fn sqlite(input: &Input, dir: &Path) -> Result<Sample> {
     summary(&mut m, &first);
     let disk = disk_use(dir)?;
     drop(conn);
-    Ok(Sample {
-        events: stored as u64,
-        stored: Some(stored as u64),
-        timing,
-        disk: Some(disk),
-        metrics: m,
-        ..Sample::default()
-    })
+    Ok(Sample::of_store(stored as u64, timing, disk, m))
 }
 
 /// DuckDB (Python package, `python3 -c`) over runledger's Parquet export of `runs`.
@@ -250,13 +236,6 @@ impl Peer for DuckDb {
             v["p99"].as_f64().unwrap_or(f64::NAN),
             "n",
         ));
-        Ok(Sample {
-            events: stored,
-            stored: Some(stored),
-            timing,
-            disk: Some(disk_use(dir)?),
-            metrics: m,
-            ..Sample::default()
-        })
+        Ok(Sample::of_store(stored, timing, disk_use(dir)?, m))
     }
 }

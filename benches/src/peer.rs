@@ -35,6 +35,20 @@ pub struct Sample {
     pub metrics: Vec<Metric>,
 }
 
+impl Sample {
+    /// A run over a store of `stored` events (every query benchmark): events offered = stored.
+    pub fn of_store(stored: u64, timing: Timing, disk: DiskUse, metrics: Vec<Metric>) -> Sample {
+        Sample {
+            events: stored,
+            stored: Some(stored),
+            timing,
+            disk: Some(disk),
+            metrics,
+            ..Sample::default()
+        }
+    }
+}
+
 /// One named figure of a run: `unit` is `us` (latency, microseconds), `events/s`, `bytes`,
 /// `MiB`, `x` (a ratio) or `n` (a count).
 #[derive(Debug, Clone, Serialize, Deserialize)]
