@@ -164,7 +164,8 @@ struct RunArgs {
     /// Keep the scratch files (input and every system's store) instead of removing them.
     #[arg(long)]
     keep: bool,
-    /// Run only the systems whose key contains one of these (comma-separated; see `list`).
+    /// Run only the systems whose key contains one of these (comma-separated; see `list`);
+    /// `=KEY` matches that key alone.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Read events from this NDJSON file instead of generating them.
@@ -251,13 +252,21 @@ fn list() -> Result<()> {
     Ok(())
 }
 
+/// Whether `--only` term `term` selects the system `key`.
+fn only_matches(term: &str, key: &str) -> bool {
+    match term.strip_prefix('=') {
+        Some(exact) => key == exact,
+        None => key.contains(term),
+    }
+}
+
 /// Runs every selected system of `bench` in a child process, then prints and records results.
 fn run(bench: Bench, args: &RunArgs) -> Result<()> {
     let started = Instant::now();
     let peers: Vec<Box<dyn Peer>> = bench
         .peers()
         .into_iter()
-        .filter(|p| args.only.is_empty() || args.only.iter().any(|o| p.key().contains(o.as_str())))
+        .filter(|p| args.only.is_empty() || args.only.iter().any(|o| only_matches(o, &p.key())))
         .collect();
     if peers.is_empty() {
         bail!(

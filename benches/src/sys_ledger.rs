@@ -166,7 +166,9 @@ impl Peer for Probe {
                 let batches = parse_parallel(&chunks, |chunk| Ok(encode_chunk(chunk)?.0))?;
                 drop(bytes);
                 let events = batches.iter().map(|b| b.len() as u64).sum();
-                timed_appends(dir, events, batches, |ledger, b| ledger.append_encoded(b))
+                timed_appends(dir, events, batches, |ledger, mut b| {
+                    ledger.append_encoded(&mut b)
+                })
             }
             Stage::Append => {
                 let batches = parse_parallel(&chunks, |chunk| {

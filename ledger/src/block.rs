@@ -27,6 +27,9 @@ pub type Hash = [u8; HASH_LEN];
 pub struct BlockBuilder {
     offsets: Vec<u32>,
     data: Vec<u8>,
+    /// The finished block; reused, as every buffer on the append path (fresh memory costs a
+    /// page fault and the kernel's zeroing per 4 KiB).
+    out: Vec<u8>,
 }
 
 impl BlockBuilder {
@@ -56,10 +59,11 @@ impl BlockBuilder {
         self.data.extend_from_slice(archive);
         hash
     }
-    /// The block's bytes; the builder is left empty.
-    pub fn finish(&mut self) -> Vec<u8> {
+    /// The block's bytes, valid until the next call; the builder is left empty.
+    pub fn finish(&mut self) -> &[u8] {
         let n = self.offsets.len();
-        let mut out = Vec::with_capacity(4 + 4 * (n + 1) + self.data.len());
+        let out = &mut self.out;
+        out.clear();
         out.extend_from_slice(&(n as u32).to_le_bytes());
         for off in &self.offsets {
             out.extend_from_slice(&off.to_le_bytes());

@@ -243,21 +243,32 @@ impl IdIndex {
 
     /// Stores one more run of `(hash, seq)` pairs (any order), then merges: small merges at
     /// once, a large one a step at a time.
+    #[cfg(test)]
     pub(crate) fn add(
         &mut self,
         table: &mut Table<u64, &'static [u8]>,
-        mut entries: Vec<(u64, u64)>,
+        entries: Vec<(u64, u64)>,
     ) -> Result<()> {
-        let added = entries.len();
-        if !entries.is_empty() {
-            entries.sort_unstable();
-            let no = self.take_no()?;
-            self.runs
-                .push(Arc::new(write_run(table, no, &encode(&entries))?));
+        self.add_run(table, NewRun::new(entries))
+    }
+
+    /// Stores a run made ready by [`NewRun::new`], then merges: small merges at once, a large
+    /// one a step at a time.
+    pub(crate) fn add_run(
+        &mut self,
+        table: &mut Table<u64, &'static [u8]>,
+        new: NewRun,
+    ) -> Result<()> {
+        let added = new.run.len;
+        if added > 0 {
+            let NewRun { bytes, mut run } = new;
+            run.no = self.take_no()?;
+            write_chunks(table, run.no, &bytes)?;
+            self.runs.push(Arc::new(run));
         }
         // The newest adjacent pair where the older run is at most twice the newer.
         while let Some(k) = (1..self.runs.len()).rev().find(|&k| {
-            self.runs[k - 1].len <= 2 * self.runs[k].len
+            self.runs[k - 1].len <= self.runs[k].len
                 && !self.merging(&self.runs[k - 1])
                 && !self.merging(&self.runs[k])
         }) {
@@ -443,10 +454,32 @@ impl Run {
     }
 }
 
-fn write_run(table: &mut Table<u64, &'static [u8]>, no: u32, bytes: &[u8]) -> Result<Run> {
+/// A run of new pairs, sorted, encoded and described (Bloom filter, fences): the part of adding
+/// a run that needs no storage, done off the writer's path.
+pub(crate) struct NewRun {
+    bytes: Vec<u8>,
+    /// Its number is given when it is stored.
+    run: Run,
+}
+
+impl NewRun {
+    pub(crate) fn new(mut entries: Vec<(u64, u64)>) -> NewRun {
+        entries.sort_unstable();
+        let bytes = encode(&entries);
+        let run = Run::describe(0, &bytes);
+        NewRun { bytes, run }
+    }
+}
+
+fn write_chunks(table: &mut Table<u64, &'static [u8]>, no: u32, bytes: &[u8]) -> Result<()> {
     for (c, chunk) in bytes.chunks(CHUNK * ENTRY).enumerate() {
         table.insert(key(no, c), chunk)?;
     }
+    Ok(())
+}
+
+fn write_run(table: &mut Table<u64, &'static [u8]>, no: u32, bytes: &[u8]) -> Result<Run> {
+    write_chunks(table, no, bytes)?;
     Ok(Run::describe(no, bytes))
 }
 

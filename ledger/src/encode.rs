@@ -18,6 +18,16 @@ pub struct EncodedBatch {
     spans: Vec<(usize, usize)>,
     id_hashes: Vec<Option<u64>>,
     arena: rkyv::ser::allocator::Arena,
+    /// The batch's own repeated ids, once found.
+    repeats: Option<Repeats>,
+}
+
+/// Which events of a batch repeat the id of an earlier event of the same batch.
+pub(crate) struct Repeats {
+    /// For a repeat, the index of the first event with the same id.
+    pub repeat_of: Vec<Option<usize>>,
+    /// `(id hash, index)` of the first event of each id, by hash.
+    pub firsts: Vec<(u64, usize)>,
 }
 
 impl EncodedBatch {
@@ -27,6 +37,7 @@ impl EncodedBatch {
             spans: Vec::with_capacity(events),
             id_hashes: Vec::with_capacity(events),
             arena: rkyv::ser::allocator::Arena::new(),
+            repeats: None,
         }
     }
 
@@ -36,6 +47,21 @@ impl EncodedBatch {
 
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
+    }
+
+    /// Empties the batch, keeping its buffers for the next one.
+    pub fn clear(&mut self) {
+        self.repeats = None;
+        self.bytes.clear();
+        self.spans.clear();
+        self.id_hashes.clear();
+    }
+
+    /// Makes room for `events` more events of about `bytes` archive bytes in all.
+    pub fn reserve(&mut self, events: usize, bytes: usize) {
+        self.bytes.reserve(bytes);
+        self.spans.reserve(events);
+        self.id_hashes.reserve(events);
     }
 
     /// Archives `event` into the batch.
@@ -58,7 +84,59 @@ impl EncodedBatch {
         }
         self.spans.push((start, self.bytes.len()));
         self.id_hashes.push(id_hash);
+        self.repeats = None;
         Ok(())
+    }
+
+    /// Finds the events that repeat an id earlier in the batch. Bulk ingest calls it on the
+    /// parser threads, so that the writer does not; the writer finds them if no one did.
+    pub fn find_repeats(&mut self) -> Result<()> {
+        if self.repeats.is_none() {
+            self.repeats = Some(self.repeats()?);
+        }
+        Ok(())
+    }
+
+    /// The repeats [`Self::find_repeats`] found (found now if it was not called).
+    pub(crate) fn take_repeats(&mut self) -> Result<Repeats> {
+        match self.repeats.take() {
+            Some(r) => Ok(r),
+            None => self.repeats(),
+        }
+    }
+
+    /// Sorts id hashes and compares ids only where hashes are equal.
+    fn repeats(&self) -> Result<Repeats> {
+        let n = self.len();
+        let mut hashed: Vec<(u64, usize)> = (0..n)
+            .filter_map(|i| self.id_hash(i).map(|h| (h, i)))
+            .collect();
+        hashed.sort_unstable();
+        let mut repeat_of: Vec<Option<usize>> = vec![None; n];
+        let mut firsts: Vec<(u64, usize)> = Vec::with_capacity(hashed.len());
+        let mut g = 0;
+        while g < hashed.len() {
+            let mut end = g + 1;
+            while end < hashed.len() && hashed[end].0 == hashed[g].0 {
+                end += 1;
+            }
+            for j in g..end {
+                let (h, i) = hashed[j];
+                let mut first = None;
+                for &(_, k) in &hashed[g..j] {
+                    if repeat_of[k].is_none() && self.id(k)? == self.id(i)? {
+                        first = Some(k);
+                        break;
+                    }
+                }
+                match first {
+                    Some(k) => repeat_of[i] = Some(k),
+                    None => firsts.push((h, i)),
+                }
+            }
+            g = end;
+        }
+        Ok(Repeats { repeat_of, firsts })
     }
 
     pub(crate) fn id_hash(&self, i: usize) -> Option<u64> {
@@ -71,7 +149,8 @@ impl EncodedBatch {
         Ok(block::access(0, &self.bytes[a..z])?.event.id.as_deref())
     }
 
-    /// Sets the ledger's fields of event `i` and returns its archive bytes.
+    /// Sets the ledger's fields of event `i` and returns its archive bytes. Stamping changes
+    /// no id, so the repeats found stay valid.
     pub(crate) fn stamp(&mut self, i: usize, seq: u64, ingested_ms: i64) -> &[u8] {
         let (a, z) = self.spans[i];
         let root = z - ROOT;

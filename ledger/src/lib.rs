@@ -3,6 +3,7 @@
 //!
 //! Storage internals stay private; the public types are re-exported here by name.
 
+mod append;
 mod block;
 mod dedup;
 pub mod encode;

@@ -11,11 +11,10 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::block::{self, Block, BlockBuilder, Hash};
+use crate::block::{self, Block, Hash};
 use crate::dedup::IdIndex;
-use crate::encode::EncodedBatch;
 use crate::error::{Error, Result};
-use crate::event::{ArchivedStoredEvent, Event};
+use crate::event::ArchivedStoredEvent;
 
 /// Version of the stored bytes: the rkyv format features and the layouts of `block`/`dedup`.
 /// Bump it on any change of them.
@@ -29,7 +28,7 @@ pub(crate) const IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("ids");
 const CACHE_BYTES: usize = 256 << 20;
 
 /// The newest event: its seq and chain hash. An auditor keeps it outside the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Head {
     pub seq: u64,
     pub hash: Hash,
@@ -76,12 +75,13 @@ pub struct Ledger {
     /// log's write lock: redb has one writer at a time per file, and appends must not wait.
     pub(crate) proj: Db,
     path: PathBuf,
-    /// The head as of the last commit; the mutex also serialises writers in this process.
-    head: Mutex<Head>,
-    appended: Condvar,
-    /// The in-memory side of the id set, loaded at the first append; replaced after each
-    /// durable commit (see [`crate::dedup`]).
-    id_index: Mutex<Option<IdIndex>>,
+    /// The head as of the last durable commit.
+    pub(crate) head: Mutex<Head>,
+    pub(crate) appended: Condvar,
+    /// The in-memory side of the id set (see [`crate::dedup`]), loaded at the first append.
+    /// Its mutex is the writer's lock: an appender holds it from the first read of the id set
+    /// to its last commit, so appends in this process run one at a time.
+    pub(crate) id_index: Mutex<Option<IdIndex>>,
     /// Serialises projection catch-ups in this process (each plans from a snapshot).
     pub(crate) projector: Mutex<()>,
 }
@@ -183,7 +183,7 @@ impl Ledger {
         matches!(self.db, Db::Write(_))
     }
 
-    fn write_db(&self) -> Result<&redb::Database> {
+    pub(crate) fn write_db(&self) -> Result<&redb::Database> {
         match &self.db {
             Db::Write(d) => Ok(d),
             Db::Read(_) => Err(Error::Busy {
@@ -202,7 +202,7 @@ impl Ledger {
         }
     }
 
-    fn lock_head(&self) -> MutexGuard<'_, Head> {
+    pub(crate) fn lock_head(&self) -> MutexGuard<'_, Head> {
         // A panic while holding the lock cannot leave the head half-written (it is Copy).
         self.head.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -236,132 +236,6 @@ impl Ledger {
             .wait_timeout_while(guard, timeout, |h| h.seq <= seq)
             .unwrap_or_else(|p| p.into_inner());
         *guard
-    }
-
-    /// Appends `events` in one durable transaction (group commit): an event is reported
-    /// `Stored` only after the commit is on disk. Events whose `id` was stored before (or
-    /// earlier in the same batch) are `Duplicate` and not stored again. Outcomes come in the
-    /// order of `events`.
-    pub fn append(&self, events: Vec<Event>) -> Result<Vec<Outcome>> {
-        let mut batch = EncodedBatch::with_capacity(events.len());
-        for e in events {
-            batch.push(e)?;
-        }
-        self.append_encoded(batch)
-    }
-
-    /// [`Self::append`] for events already encoded (bulk ingest encodes on every core).
-    pub fn append_encoded(&self, mut batch: EncodedBatch) -> Result<Vec<Outcome>> {
-        let db = self.write_db()?;
-        let mut head = self.lock_head();
-        // Taken under the head's lock, so in the same order by every appender.
-        let mut id_index = self.id_index.lock().unwrap_or_else(|p| p.into_inner());
-        // Out of its slot until the commit is durable: an append that fails leaves the slot
-        // empty, and the next one loads the index from the file again.
-        let mut index = id_index.take();
-        let now = chrono::Utc::now().timestamp_millis();
-        let n = batch.len();
-        let tx = db.begin_write()?;
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
-        let new_head;
-        {
-            let mut blocks = tx.open_table(BLOCKS)?;
-            let mut ids = tx.open_table(IDS)?;
-
-            // 1. Repeats within the batch (`repeat_of`: the first event with the same id), found
-            //    by sorting id hashes and comparing ids only where hashes are equal.
-            let mut hashed: Vec<(u64, usize)> = (0..n)
-                .filter_map(|i| batch.id_hash(i).map(|h| (h, i)))
-                .collect();
-            hashed.sort_unstable();
-            let mut repeat_of: Vec<Option<usize>> = vec![None; n];
-            let mut firsts: Vec<(u64, usize)> = Vec::with_capacity(hashed.len());
-            let mut g = 0;
-            while g < hashed.len() {
-                let mut end = g + 1;
-                while end < hashed.len() && hashed[end].0 == hashed[g].0 {
-                    end += 1;
-                }
-                for j in g..end {
-                    let (h, i) = hashed[j];
-                    let mut first = None;
-                    for &(_, k) in &hashed[g..j] {
-                        if repeat_of[k].is_none() && batch.id(k)? == batch.id(i)? {
-                            first = Some(k);
-                            break;
-                        }
-                    }
-                    match first {
-                        Some(k) => repeat_of[i] = Some(k),
-                        None => firsts.push((h, i)),
-                    }
-                }
-                g = end;
-            }
-            // 2. Against everything stored: a hash match is confirmed by comparing the ids.
-            let sorted: Vec<u64> = firsts.iter().map(|(h, _)| *h).collect();
-            let index = match index.as_mut() {
-                Some(i) => i,
-                None => index.insert(IdIndex::load(&mut ids)?),
-            };
-            for (pos, seq) in index.candidates(&ids, &sorted)? {
-                let i = firsts[pos].1;
-                if outcomes[i].is_none() && stored_id_is(&blocks, seq, batch.id(i)?)? {
-                    outcomes[i] = Some(Outcome::Duplicate(seq));
-                }
-            }
-
-            // 3. Stamp, chain and pack the new events into blocks.
-            let mut seq = head.seq;
-            let mut hash = head.hash;
-            let mut builder = BlockBuilder::default();
-            let mut block_first = seq + 1;
-            let mut new_ids = Vec::new();
-            for i in 0..n {
-                if outcomes[i].is_some() {
-                    continue;
-                }
-                if let Some(first) = repeat_of[i] {
-                    // The first of the same id comes earlier, so its outcome is known.
-                    let s = match outcomes[first] {
-                        Some(Outcome::Stored(s)) | Some(Outcome::Duplicate(s)) => s,
-                        None => 0,
-                    };
-                    outcomes[i] = Some(Outcome::Duplicate(s));
-                    continue;
-                }
-                seq += 1;
-                let archive = batch.stamp(i, seq, now);
-                if !builder.fits(archive.len()) {
-                    blocks.insert(block_first, builder.finish().as_slice())?;
-                    block_first = seq;
-                }
-                hash = builder.push(&hash, archive);
-                if let Some(h) = batch.id_hash(i) {
-                    new_ids.push((h, seq));
-                }
-                outcomes[i] = Some(Outcome::Stored(seq));
-            }
-            if !builder.is_empty() {
-                blocks.insert(block_first, builder.finish().as_slice())?;
-            }
-            index.add(&mut ids, new_ids)?;
-            new_head = Head { seq, hash };
-            if new_head != *head {
-                let mut meta = tx.open_table(META)?;
-                meta.insert("head", encode_head(&new_head).as_slice())?;
-            }
-        }
-        tx.commit()?;
-        *head = new_head;
-        *id_index = index;
-        drop(id_index);
-        drop(head);
-        self.appended.notify_all();
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(Outcome::Duplicate(0)))
-            .collect())
     }
 
     /// A consistent snapshot for reading events.
@@ -426,13 +300,6 @@ fn check_format(path: &Path, v: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn encode_head(h: &Head) -> [u8; 40] {
-    let mut out = [0u8; 40];
-    out[..8].copy_from_slice(&h.seq.to_le_bytes());
-    out[8..].copy_from_slice(&h.hash);
-    out
-}
-
 fn decode_head(v: &[u8]) -> Option<Head> {
     if v.len() != 40 {
         return None;
@@ -445,23 +312,6 @@ fn decode_head(v: &[u8]) -> Option<Head> {
         seq: u64::from_le_bytes(seq),
         hash,
     })
-}
-
-fn stored_id_is(
-    blocks: &impl ReadableTable<u64, &'static [u8]>,
-    seq: u64,
-    id: Option<&str>,
-) -> Result<bool> {
-    let Some((k, v)) = blocks.range(..=seq)?.next_back().transpose()? else {
-        return Ok(false);
-    };
-    let block = Block::new(k.value(), v.value())?;
-    let i = (seq - k.value()) as usize;
-    if i >= block.len() {
-        return Ok(false);
-    }
-    let (_, ev) = block.event(i)?;
-    Ok(ev.event.id.as_deref() == id)
 }
 
 /// A read snapshot of the log. Events are handed to closures as rkyv archives read in place.

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use ledger::encode::EncodedBatch;
 use ledger::project::{catch_up, rebuild, RunFilter, View};
 use ledger::workload::{ndjson_lines, WorkloadConfig};
 use ledger::{Body, Event, Ledger, Outcome};
@@ -364,28 +365,58 @@ proptest! {
         let mut l = Ledger::open(&path).unwrap();
         let mut stored_seq: HashMap<String, u64> = HashMap::new();
         let mut next = 1u64;
+        // Batches go in one at a time (`append`) or several as one stream (`append_stream`, as
+        // bulk ingest does: each batch's duplicates are found while the one before commits).
+        let sizes = rng.batches(delivery.len(), max_batch);
         let mut at = 0;
-        for b in rng.batches(delivery.len(), max_batch) {
-            let batch = &delivery[at..at + b];
-            at += b;
-            let out = append(&l, batch);
-            for (e, o) in batch.iter().zip(out) {
-                match (&e.id, o) {
-                    (None, Outcome::Stored(s)) => {
-                        prop_assert_eq!(s, next);
-                        next += 1;
+        let mut k = 0;
+        while k < sizes.len() {
+            let group = (1 + rng.below(4)).min(sizes.len() - k);
+            let mut batches: Vec<&[Event]> = Vec::new();
+            for &b in &sizes[k..k + group] {
+                batches.push(&delivery[at..at + b]);
+                at += b;
+            }
+            k += group;
+            let outs: Vec<Vec<Outcome>> = if rng.below(2) == 0 {
+                batches.iter().map(|b| append(&l, b)).collect()
+            } else {
+                let encoded = batches.iter().map(|b| {
+                    let mut e = EncodedBatch::default();
+                    for ev in b.iter() {
+                        e.push(ev.clone()).unwrap();
                     }
-                    (Some(id), Outcome::Stored(s)) => {
-                        prop_assert!(!stored_seq.contains_key(id), "id {id} stored twice (seq {s})");
-                        prop_assert_eq!(s, next);
-                        stored_seq.insert(id.clone(), s);
-                        next += 1;
+                    e
+                });
+                let mut outs = Vec::new();
+                l.append_stream(encoded, |e| e, |_, o| {
+                    outs.push(o.to_vec());
+                    Ok(())
+                })
+                .expect("append_stream");
+                outs
+            };
+            prop_assert_eq!(outs.len(), batches.len());
+            for (batch, out) in batches.iter().zip(outs) {
+                prop_assert_eq!(out.len(), batch.len());
+                for (e, o) in batch.iter().zip(out) {
+                    match (&e.id, o) {
+                        (None, Outcome::Stored(s)) => {
+                            prop_assert_eq!(s, next);
+                            next += 1;
+                        }
+                        (Some(id), Outcome::Stored(s)) => {
+                            prop_assert!(!stored_seq.contains_key(id), "id {id} stored twice (seq {s})");
+                            prop_assert_eq!(s, next);
+                            stored_seq.insert(id.clone(), s);
+                            next += 1;
+                        }
+                        (Some(id), Outcome::Duplicate(s)) => {
+                            prop_assert_eq!(stored_seq.get(id).copied(), Some(s),
+                                "id {} answered duplicate of seq {} but stored as {:?}", id, s, stored_seq.get(id));
+                        }
+                        (None, o) => prop_assert!(false, "an event without id was not stored: {o:?}"),
                     }
-                    (Some(id), Outcome::Duplicate(s)) => {
-                        prop_assert_eq!(stored_seq.get(id).copied(), Some(s),
-                            "id {} answered duplicate of seq {} but stored as {:?}", id, s, stored_seq.get(id));
-                    }
-                    (None, o) => prop_assert!(false, "an event without id was not stored: {o:?}"),
                 }
             }
             if rng.below(4) == 0 {
