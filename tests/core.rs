@@ -1712,6 +1712,13 @@ fn invalid_utf8_and_crlf_lines() {
     assert!(v["errors"][0]["reason"].as_str().unwrap().contains("UTF-8"));
     let runs: Vec<Value> = l.events().iter().map(|e| e["run_id"].clone()).collect();
     assert_eq!(runs, [json!("a"), json!("b")]);
+    // All valid UTF-8 (checked once for the whole chunk), CRLF ends, a non-ASCII run id.
+    let crlf = format!("{}\r\n\r\n{}\r\n", good("c-é"), good("d"));
+    let (code, v, _) = l.cmd(&["ingest", "-"]).stdin(crlf).json();
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["accepted"], 2, "{v}");
+    let runs: Vec<Value> = l.events().iter().map(|e| e["run_id"].clone()).collect();
+    assert_eq!(runs, [json!("a"), json!("b"), json!("c-é"), json!("d")]);
 }
 
 #[test]

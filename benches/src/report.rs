@@ -190,7 +190,7 @@ pub fn print_ingest(
     for m in &parts {
         add(m.label.clone(), m.rate(), Some(m));
     }
-    // The pipeline's two stages: parser threads (parse + encode) and the writer thread.
+    // The pipeline's two stages: parser threads (parse + encode) and the writer side.
     let parsers = ms.iter().find(|m| m.system == "runledger-encode");
     let writer = ms.iter().find(|m| m.system == "runledger-append-encoded");
     if let (Some(p), Some(w)) = (parsers, writer) {

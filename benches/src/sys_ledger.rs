@@ -1,13 +1,15 @@
 //! runledger: the real bulk ingest, and probes that split its time along the ingest pipeline.
 //!
 //! `ingest_reader` reads 8 MiB chunks, parses and encodes each chunk on a parser thread (one per
-//! core), and appends the encoded chunks in order on the calling thread, one durable commit per
-//! chunk. The probes time each stage alone on the same chunks (the same commit boundaries), with
-//! everything before the stage done before the clock starts:
+//! core), and appends the encoded chunks in order as one stream (`Ledger::append_stream`: the
+//! calling thread stores and commits, a packer thread chains and packs the next chunk), one
+//! durable commit per chunk. The probes time each stage alone on the same chunks (the same
+//! commit boundaries), with everything before the stage done before the clock starts:
 //! - parse only: `parse_event` on every line, all cores;
-//! - parse + encode: what the parser threads do (`parse_event` + `EncodedBatch::push`);
-//! - append encoded: what the writer thread does (`Ledger::append_encoded`: dedup, chain hash,
-//!   block packing, redb commit and fsync);
+//! - parse + encode: what the parser threads do (`parse_event` + `EncodedBatch::push` +
+//!   `find_repeats`);
+//! - append encoded: what the writer side does (`Ledger::append_stream`: dedup, chain hash,
+//!   block packing, redb commit and fsync, on its two threads);
 //! - append: `Ledger::append` of parsed events (encoding on the writer thread), the API an
 //!   embedding program would call.
 
@@ -120,7 +122,7 @@ impl Peer for Probe {
         match self.0 {
             Stage::Parse => format!("parse only ({n} threads)"),
             Stage::ParseEncode => format!("parse + encode ({n} threads) = parser threads"),
-            Stage::AppendEncoded => "append_encoded (1 thread) = writer thread".into(),
+            Stage::AppendEncoded => "append_stream of encoded chunks = writer side".into(),
             Stage::Append => "append of parsed events (encode+append, 1 thread)".into(),
         }
     }
@@ -166,8 +168,15 @@ impl Peer for Probe {
                 let batches = parse_parallel(&chunks, |chunk| Ok(encode_chunk(chunk)?.0))?;
                 drop(bytes);
                 let events = batches.iter().map(|b| b.len() as u64).sum();
-                timed_appends(dir, events, batches, |ledger, mut b| {
-                    ledger.append_encoded(&mut b)
+                timed_appends(dir, events, |ledger, count| {
+                    ledger.append_stream(
+                        batches,
+                        |b| b,
+                        |_, outcomes| {
+                            count(outcomes);
+                            Ok(())
+                        },
+                    )
                 })
             }
             Stage::Append => {
@@ -181,30 +190,34 @@ impl Peer for Probe {
                 })?;
                 drop(bytes);
                 let events = batches.iter().map(|b| b.len() as u64).sum();
-                timed_appends(dir, events, batches, |ledger, b| ledger.append(b))
+                timed_appends(dir, events, |ledger, count| {
+                    for batch in batches {
+                        count(&ledger.append(batch)?);
+                    }
+                    Ok(())
+                })
             }
         }
     }
 }
 
-/// Opens a fresh ledger in `dir` and appends every batch, one commit each, on the clock.
-fn timed_appends<B>(
+/// Opens a fresh ledger in `dir` and runs `append` on the clock; it reports each commit's
+/// outcomes to the counter it is given.
+fn timed_appends(
     dir: &Path,
     events: u64,
-    batches: Vec<B>,
-    append: impl Fn(&Ledger, B) -> ledger::Result<Vec<ledger::Outcome>>,
+    append: impl FnOnce(&Ledger, &mut dyn FnMut(&[ledger::Outcome])) -> ledger::Result<()>,
 ) -> Result<Sample> {
     let clock = Clock::start();
     let ledger = Ledger::open(dir.join(DB_FILE))?;
     let (mut stored, mut commits) = (0u64, 0u64);
-    for batch in batches {
-        let outcomes = append(&ledger, batch)?;
+    append(&ledger, &mut |outcomes| {
         stored += outcomes
             .iter()
             .filter(|o| matches!(o, ledger::Outcome::Stored(_)))
             .count() as u64;
         commits += 1;
-    }
+    })?;
     let timing = clock.stop();
     check_chain(&ledger, stored)?;
     drop(ledger);
@@ -303,9 +316,11 @@ fn parse_lines(chunk: &[u8], mut f: impl FnMut(Event) -> Result<()>) -> Result<u
     Ok(rejected)
 }
 
-/// Parses and encodes one chunk, as a parser thread of `ingest_reader` does.
+/// Parses and encodes one chunk and finds its repeated ids, as a parser thread of
+/// `ingest_reader` does.
 fn encode_chunk(chunk: &[u8]) -> Result<(EncodedBatch, u64)> {
     let mut batch = EncodedBatch::with_capacity(chunk.len() / 200);
     let rejected = parse_lines(chunk, |event| Ok(batch.push(event)?))?;
+    batch.find_repeats()?;
     Ok((batch, rejected))
 }

@@ -5,13 +5,14 @@
 //!    read in the write transaction);
 //! 2. [`pack`]: give each new event its seq and ingest time, chain its hash, pack blocks (pure
 //!    CPU, no storage);
-//! 3. [`store`]: insert the blocks, the new ids and the head; the caller commits.
+//! 3. [`store_ids`], [`store_blocks`]: add the id run, insert the blocks and the head; the
+//!    caller commits.
 //!
 //! [`Ledger::append_encoded`] runs them one after the other in one transaction.
 //! [`Ledger::append_stream`] overlaps them across batches: the transaction that stores batch
-//! k also finds the duplicates of batch k+1 (after adding k's ids, so it sees them), and while
-//! that transaction commits — the kernel copying the pages, then the fsync — another thread
-//! packs batch k+1. The next transaction stores it. Each commit is still one durable group
+//! k adds k's ids, finds the duplicates of batch k+1 (against k's ids too, confirmed from k's
+//! packed blocks), and while it inserts k's blocks and commits — the kernel copying the pages,
+//! then the fsync — another thread packs batch k+1. The next transaction stores it. Each commit is still one durable group
 //! commit of one batch, in order; a failed commit stops the stream before anything after it is
 //! stored.
 
@@ -49,6 +50,20 @@ struct Packed {
 }
 
 impl Packed {
+    /// Whether the event at `seq` is one of this batch's.
+    fn holds(&self, seq: u64) -> bool {
+        self.spans.first().is_some_and(|s| s.0 <= seq) && seq <= self.head.seq
+    }
+
+    /// Whether the event at `seq` (one of this batch's) has the id `id`.
+    fn id_is(&self, seq: u64, id: Option<&str>) -> Result<bool> {
+        let k = self.spans.partition_point(|s| s.0 <= seq);
+        let Some(&(first, a, z)) = k.checked_sub(1).and_then(|k| self.spans.get(k)) else {
+            return Ok(false);
+        };
+        block_has_id(first, &self.bytes[a..z], seq, id)
+    }
+
     fn clear(&mut self) {
         self.bytes.clear();
         self.spans.clear();
@@ -85,9 +100,10 @@ impl Ledger {
             let mut blocks = tx.open_table(BLOCKS)?;
             let mut ids = tx.open_table(IDS)?;
             let index = loaded(&mut index, &mut ids)?;
-            let dups = find_duplicates(batch, index, &ids, &blocks)?;
+            let dups = find_duplicates(batch, index, &ids, &blocks, None)?;
             pack(batch, dups, from, &mut packed);
-            store(&tx, &mut blocks, &mut ids, index, &mut packed, from)?;
+            store_ids(&mut ids, index, &mut packed)?;
+            store_blocks(&tx, &mut blocks, &packed, from)?;
         }
         tx.commit()?;
         *slot = index;
@@ -134,14 +150,24 @@ impl Ledger {
                     let mut blocks = tx.open_table(BLOCKS)?;
                     let mut ids = tx.open_table(IDS)?;
                     let index = loaded(&mut index, &mut ids)?;
-                    if let Some((_, packed)) = inflight.as_mut() {
-                        store(&tx, &mut blocks, &mut ids, index, packed, stored)?;
-                    }
+                    // The ids first: the next batch's duplicates are found against them, and
+                    // the packer starts on it while this transaction inserts the blocks.
+                    let pending = match inflight.as_mut() {
+                        Some((_, packed)) => {
+                            store_ids(&mut ids, index, packed)?;
+                            Some(&*packed)
+                        }
+                        None => None,
+                    };
                     if let Some(mut item) = next.take() {
-                        let dups = find_duplicates(batch_of(&mut item), index, &ids, &blocks)?;
+                        let batch = batch_of(&mut item);
+                        let dups = find_duplicates(batch, index, &ids, &blocks, pending)?;
                         let job = (item, dups, packed_to, std::mem::take(&mut spare));
                         job_tx.send(job).map_err(|_| packer_gone())?;
                         sent = true;
+                    }
+                    if let Some((_, packed)) = inflight.as_ref() {
+                        store_blocks(&tx, &mut blocks, packed, stored)?;
                     }
                 }
                 // Always committed, even with nothing stored: loading the id set may have
@@ -191,11 +217,14 @@ fn loaded<'a>(
 
 /// Step 1: which events of `batch` repeat an id, within the batch (found by the batch, maybe
 /// before) or stored before.
+/// `pending` is a packed batch whose ids are in `index` but whose blocks are not yet in
+/// `blocks`.
 fn find_duplicates(
     batch: &mut EncodedBatch,
     index: &IdIndex,
     ids: &impl ReadableTable<u64, &'static [u8]>,
     blocks: &impl ReadableTable<u64, &'static [u8]>,
+    pending: Option<&Packed>,
 ) -> Result<Duplicates> {
     let Repeats { repeat_of, firsts } = batch.take_repeats()?;
     // Against everything stored: a hash match is confirmed by comparing the ids.
@@ -203,7 +232,12 @@ fn find_duplicates(
     let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
     for (pos, seq) in index.candidates(ids, &sorted)? {
         let i = firsts[pos].1;
-        if outcomes[i].is_none() && stored_id_is(blocks, seq, batch.id(i)?)? {
+        let id = batch.id(i)?;
+        let stored = match pending.filter(|p| p.holds(seq)) {
+            Some(p) => p.id_is(seq, id)?,
+            None => stored_id_is(blocks, seq, id)?,
+        };
+        if outcomes[i].is_none() && stored {
             outcomes[i] = Some(Outcome::Duplicate(seq));
         }
     }
@@ -267,20 +301,27 @@ fn pack(batch: &mut EncodedBatch, dups: Duplicates, from: Head, out: &mut Packed
     out.new_ids = Some(NewRun::new(new_ids));
 }
 
-/// Step 3: inserts a packed batch that follows `from` (the stored head).
-fn store(
-    tx: &redb::WriteTransaction,
-    blocks: &mut Table<u64, &'static [u8]>,
+/// Step 3a: adds a packed batch's ids to the id set.
+fn store_ids(
     ids: &mut Table<u64, &'static [u8]>,
     index: &mut IdIndex,
     packed: &mut Packed,
+) -> Result<()> {
+    match packed.new_ids.take() {
+        Some(run) => index.add_run(ids, run),
+        None => Ok(()),
+    }
+}
+
+/// Step 3b: inserts a packed batch's blocks and head; it follows `from` (the stored head).
+fn store_blocks(
+    tx: &redb::WriteTransaction,
+    blocks: &mut Table<u64, &'static [u8]>,
+    packed: &Packed,
     from: Head,
 ) -> Result<()> {
     for &(first, a, z) in &packed.spans {
         blocks.insert(first, &packed.bytes[a..z])?;
-    }
-    if let Some(run) = packed.new_ids.take() {
-        index.add_run(ids, run)?;
     }
     if packed.head != from {
         let mut meta = tx.open_table(META)?;
@@ -301,11 +342,16 @@ fn stored_id_is(
     seq: u64,
     id: Option<&str>,
 ) -> Result<bool> {
-    let Some((k, v)) = blocks.range(..=seq)?.next_back().transpose()? else {
-        return Ok(false);
-    };
-    let block = Block::new(k.value(), v.value())?;
-    let i = (seq - k.value()) as usize;
+    match blocks.range(..=seq)?.next_back().transpose()? {
+        Some((k, v)) => block_has_id(k.value(), v.value(), seq, id),
+        None => Ok(false),
+    }
+}
+
+/// Whether the block starting at `first` holds the event `seq` and its id is `id`.
+fn block_has_id(first: u64, bytes: &[u8], seq: u64, id: Option<&str>) -> Result<bool> {
+    let block = Block::new(first, bytes)?;
+    let i = (seq - first) as usize;
     if i >= block.len() {
         return Ok(false);
     }

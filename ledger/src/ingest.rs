@@ -243,17 +243,33 @@ fn parse_chunk(chunk: Chunk, max: usize, mut events: EncodedBatch) -> (Parsed, V
     // Archives run ~1.1x the NDJSON; reserve enough that the buffer never grows mid-chunk.
     events.reserve(chunk.bytes.len() / 200, chunk.bytes.len() / 4 * 5);
     let mut rejected = Vec::new();
-    for (n, raw) in (chunk.first_line..).zip(chunk.bytes.split(|&b| b == b'\n')) {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let bytes = chunk.bytes.as_slice();
+    // UTF-8 checked once for the chunk; line by line only to name the bad line.
+    let text = std::str::from_utf8(bytes).ok();
+    let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
+    let mut start = 0;
+    for (n, end) in (chunk.first_line..).zip(ends) {
+        let line = start..end;
+        start = end + 1;
+        let mut raw = &bytes[line.clone()];
+        let mut line_end = line.end;
+        if let Some(r) = raw.strip_suffix(b"\r") {
+            raw = r;
+            line_end -= 1;
+        }
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let parsed = match std::str::from_utf8(raw) {
-            Ok(text) => parse_event_limited(text, max),
-            Err(e) => Err(Rejection(format!(
-                "not valid UTF-8 (byte {})",
-                e.valid_up_to() + 1
-            ))),
+        // A line of valid UTF-8 text starts and ends at a char boundary ('\n', '\r' are ASCII).
+        let parsed = match text.and_then(|t| t.get(line.start..line_end)) {
+            Some(line) => parse_event_limited(line, max),
+            None => match std::str::from_utf8(raw) {
+                Ok(line) => parse_event_limited(line, max),
+                Err(e) => Err(Rejection(format!(
+                    "not valid UTF-8 (byte {})",
+                    e.valid_up_to() + 1
+                ))),
+            },
         };
         let stored = parsed.and_then(|ev| {
             events
