@@ -156,6 +156,9 @@ pub fn ingest_reader(
             let mut input = input;
             let mut carry: Vec<u8> = Vec::new();
             let mut line = 1u64;
+            // The first chunks are small and grow to `chunk_bytes`: the writer starts as soon as
+            // a first small chunk is parsed instead of waiting for a whole one.
+            let mut size = chunk_bytes.min(1 << 20);
             loop {
                 let mut buf = match spare_chunk_rx.try_recv() {
                     Ok(mut spare) if carry.len() < chunk_bytes => {
@@ -166,7 +169,8 @@ pub fn ingest_reader(
                     _ => std::mem::take(&mut carry),
                 };
                 buf.reserve(chunk_bytes);
-                let want = chunk_bytes as u64;
+                let want = size as u64;
+                size = (size * 2).min(chunk_bytes);
                 let got = (&mut input).take(want).read_to_end(&mut buf)? as u64;
                 let eof = got < want;
                 if buf.is_empty() {
