@@ -2,8 +2,9 @@
 //! then point queries (`trace`, `tree`, `show`, `state --at N`) over many random keys.
 //!
 //! Setup (untimed, not in peak memory): the input ingested as by the `ingest` benchmark.
-//! - runledger: `ledger::project::rebuild`, then `View::{trace_json, tree_json, show_json}`
-//!   and `ledger.view(Some(n))?.state_json()`.
+//! - runledger: `ledger::project::rebuild`, then `View::{trace_json, show_json}` (JSON values),
+//!   and `View::tree` and `ledger.view(Some(n))?.state()` written out as JSON bytes (what
+//!   `tree --json`, `state --json` and the HTTP API send).
 //! - SQLite: [`sqlite_build_projections`] (`runs` with indexes on `parent_run_id` and
 //!   `start_seq`, `doc_changes` with an index on `(doctype, name, seq)`), then the same
 //!   questions in SQL (recursive CTEs up and down the parent links).
@@ -51,14 +52,15 @@ pub fn runledger(input: &Input, dir: &Path) -> Result<Sample> {
     })?);
     let mut nodes = 0usize;
     m.extend(latency("tree 10k-child root", TREE_REPS, 2, |_| {
-        let t = view.tree_json(BIG_ROOT, None)?;
-        nodes = count_nodes(&t);
-        std::hint::black_box(t);
+        let t = view.tree(BIG_ROOT, None)?;
+        nodes = tree_size(&t.root);
+        std::hint::black_box(serde_json::to_vec(&t)?);
         Ok(())
     })?);
     m.push(Metric::new("tree nodes returned", nodes as f64, "n"));
     m.extend(latency("tree random run", POINT_QUERIES, 20, |i| {
-        std::hint::black_box(view.tree_json(&keys.runs[i], None)?);
+        let t = view.tree(&keys.runs[i], None)?;
+        std::hint::black_box(serde_json::to_vec(&t)?);
         Ok(())
     })?);
     m.extend(latency("show", POINT_QUERIES, 20, |i| {
@@ -71,11 +73,13 @@ pub fn runledger(input: &Input, dir: &Path) -> Result<Sample> {
         .map(|_| 1 + rng.below(stored as usize) as u64)
         .collect();
     m.extend(latency("state --at N", STATE_QUERIES, 5, |i| {
-        std::hint::black_box(ledger.view(Some(seqs[i]))?.state_json()?);
+        let state = ledger.view(Some(seqs[i]))?.state()?;
+        std::hint::black_box(serde_json::to_vec(&state)?);
         Ok(())
     })?);
     m.extend(latency("state (head)", 50, 2, |_| {
-        std::hint::black_box(ledger.view(None)?.state_json()?);
+        let state = ledger.view(None)?.state()?;
+        std::hint::black_box(serde_json::to_vec(&state)?);
         Ok(())
     })?);
     drop(ledger);
@@ -89,15 +93,9 @@ pub fn runledger(input: &Input, dir: &Path) -> Result<Sample> {
     Ok(Sample::of_store(stored, timing, disk, m))
 }
 
-/// Nodes of a `tree_json` answer: objects with a `run_id`.
-fn count_nodes(v: &serde_json::Value) -> usize {
-    match v {
-        serde_json::Value::Object(o) => {
-            usize::from(o.contains_key("run_id")) + o.values().map(count_nodes).sum::<usize>()
-        }
-        serde_json::Value::Array(a) => a.iter().map(count_nodes).sum(),
-        _ => 0,
-    }
+/// Nodes of a tree answer.
+fn tree_size(t: &ledger::project::TreeNode) -> usize {
+    1 + t.children.iter().map(tree_size).sum::<usize>()
 }
 
 pub fn sqlite(input: &Input, dir: &Path) -> Result<Sample> {

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use ledger::Ledger;
-use serde_json::Value;
 
 /// Exit code: the command ran and found a problem it reports.
 pub const EXIT_PROBLEM: u8 = 1;
@@ -52,7 +51,7 @@ impl Ctx {
     }
 
     /// Prints a JSON document (pretty on a terminal, compact otherwise).
-    pub fn print_json(&self, v: &Value) -> anyhow::Result<()> {
+    pub fn print_json(&self, v: &impl serde::Serialize) -> anyhow::Result<()> {
         let text = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             serde_json::to_string_pretty(v)?
         } else {

@@ -96,11 +96,11 @@ pub struct StateArgs {
     pub at: AtArgs,
 }
 
-fn answer(
+fn answer<T: serde::Serialize>(
     ctx: &Ctx,
     at: &AtArgs,
-    ask: impl FnOnce(&ledger::project::View) -> ledger::Result<serde_json::Value>,
-    show: impl FnOnce(&serde_json::Value) -> anyhow::Result<()>,
+    ask: impl FnOnce(&ledger::project::View) -> ledger::Result<T>,
+    show: impl FnOnce(&T) -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
     let ledger = ctx.open_for_read()?;
     let at = at.resolve(&ledger)?;
@@ -146,7 +146,12 @@ pub fn runs(ctx: &Ctx, a: RunsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn tree(ctx: &Ctx, a: TreeArgs) -> anyhow::Result<ExitCode> {
-    answer(ctx, &a.at, |v| v.tree_json(&a.run_id, a.depth), human::tree)
+    answer(
+        ctx,
+        &a.at,
+        |v| v.tree(&a.run_id, a.depth),
+        |t| human::tree(&ledger::project::to_value(t)?),
+    )
 }
 
 pub fn trace(ctx: &Ctx, a: TraceArgs) -> anyhow::Result<ExitCode> {
@@ -168,5 +173,11 @@ pub fn effects(ctx: &Ctx, a: EffectsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn state(ctx: &Ctx, a: StateArgs) -> anyhow::Result<ExitCode> {
-    answer(ctx, &a.at, |v| v.state_json(), human::state)
+    // JSON straight from the projection (no intermediate values); the human view reads one.
+    answer(
+        ctx,
+        &a.at,
+        |v| v.state(),
+        |s| human::state(&ledger::project::to_value(s)?),
+    )
 }

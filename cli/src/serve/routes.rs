@@ -375,9 +375,10 @@ impl From<query::Error> for Failure {
 
 /// Runs `ask` on the blocking pool once the projections have reached the head as of the
 /// request (or `at`), and answers its JSON.
-async fn answer_with<F>(st: Arc<AppState>, at: At, ask: F) -> Response
+async fn answer_with<T, F>(st: Arc<AppState>, at: At, ask: F) -> Response
 where
-    F: FnOnce(&Ledger, Option<u64>) -> Result<Value, Failure> + Send + 'static,
+    T: serde::Serialize,
+    F: FnOnce(&Ledger, Option<u64>) -> Result<T, Failure> + Send + 'static,
 {
     let head = st.head_rx.borrow().seq;
     let target = match at {
@@ -408,9 +409,10 @@ where
 }
 
 /// Answers a query on a [`View`] as of `at`.
-async fn answer<F>(st: Arc<AppState>, at: At, ask: F) -> Response
+async fn answer<T, F>(st: Arc<AppState>, at: At, ask: F) -> Response
 where
-    F: FnOnce(&View) -> ledger::Result<Value> + Send + 'static,
+    T: serde::Serialize,
+    F: FnOnce(&View) -> ledger::Result<T> + Send + 'static,
 {
     answer_with(st, at, move |ledger, at| {
         let view = ledger.view(at)?;
@@ -444,7 +446,7 @@ async fn tree(
 ) -> Response {
     let at = tri!(param_at(&q));
     let depth = tri!(param_u64(&q, "depth")).map(|d| usize::try_from(d).unwrap_or(usize::MAX));
-    answer(st, at, move |v| v.tree_json(&id, depth)).await
+    answer(st, at, move |v| v.tree(&id, depth)).await
 }
 
 async fn run_events(
@@ -493,7 +495,7 @@ async fn trace(
 
 async fn state_view(State(st): State<Arc<AppState>>, Query(q): Query<Params>) -> Response {
     let at = tri!(param_at(&q));
-    answer(st, at, |v| v.state_json()).await
+    answer(st, at, |v| v.state()).await
 }
 
 async fn runs(State(st): State<Arc<AppState>>, Query(q): Query<Params>) -> Response {

@@ -5,12 +5,14 @@
 //! transaction as its changes, so after a crash it catches up from there; `rebuild` drops
 //! them and applies the whole log again, through the same code.
 
+mod out;
 mod projector;
 pub mod run;
 pub mod tables;
 mod view;
 
+pub use out::{run_json, to_value, NodeSummary, RunOut, StateAnswer, TreeAnswer, TreeNode};
 pub use projector::{applied, catch_up, catch_up_in_steps, rebuild, BATCH_EVENTS};
 pub use run::{RunState, Status};
 pub use tables::CHECKPOINT_EVERY;
-pub use view::{run_json, DocChangeRow, RunFilter, View};
+pub use view::{DocChangeRow, RunFilter, View};

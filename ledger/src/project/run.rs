@@ -61,6 +61,27 @@ impl ArchivedStatus {
     }
 }
 
+/// A run's status from its deciding terminal status and whether it waits for input.
+pub(crate) fn status_of(terminal: Option<Status>, waiting: bool) -> Status {
+    match terminal {
+        Some(t) => t,
+        None if waiting => Status::Waiting,
+        None => Status::Running,
+    }
+}
+
+/// The duration the terminal event reported, else end minus start.
+pub(crate) fn duration_of(
+    reported: Option<i64>,
+    started: Option<i64>,
+    ended: Option<i64>,
+) -> Option<i64> {
+    reported.or(match (started, ended) {
+        (Some(s), Some(e)) if e >= s => Some(e - s),
+        _ => None,
+    })
+}
+
 /// The folded state of one run, as the `runs` table stores it.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct RunState {
@@ -106,11 +127,7 @@ impl RunState {
     }
 
     pub fn status(&self) -> Status {
-        match self.terminal {
-            Some(t) => t,
-            None if self.waiting => Status::Waiting,
-            None => Status::Running,
-        }
+        status_of(self.terminal, self.waiting)
     }
 
     /// Started and not ended: what CoworkerState calls an active run.
@@ -124,11 +141,7 @@ impl RunState {
     }
 
     pub fn duration_ms(&self) -> Option<i64> {
-        self.reported_duration_ms
-            .or(match (self.started_ms, self.ended_ms) {
-                (Some(s), Some(e)) if e >= s => Some(e - s),
-                _ => None,
-            })
+        duration_of(self.reported_duration_ms, self.started_ms, self.ended_ms)
     }
 
     /// Whether an event at `(ts, seq)` comes after everything folded so far.

@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use redb::{ReadOnlyTable, ReadableTable};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
+use super::out::{run_json, to_value, NodeSummary, StateAnswer, TreeAnswer, TreeNode};
 use super::projector::{applied_in, fold_until, sort_key};
-use super::run::{RunState, Status};
+use super::run::{ArchivedRunState, RunState, Status};
 use super::tables::*;
 use crate::error::{Error, Result};
 use crate::event::ArchivedBody;
@@ -306,7 +307,7 @@ impl View {
             .into_iter()
             .map(|c| Value::String(c.run_id))
             .collect();
-        let mut v = run_json(&r);
+        let mut v = run_json(&r)?;
         v["children"] = Value::Array(children);
         Ok(v)
     }
@@ -377,58 +378,94 @@ impl View {
     }
 
     /// `runledger tree`.
-    pub fn tree_json(&self, run_id: &str, depth: Option<usize>) -> Result<Value> {
-        let Some(r) = self.run_or_placeholder(run_id)? else {
-            return Err(Error::NotFound(self.not_found("run", run_id)));
+    pub fn tree(&self, run_id: &str, depth: Option<usize>) -> Result<TreeAnswer> {
+        let r = match self.node(run_id)? {
+            Some(r) => r,
+            None => match self.run_or_placeholder(run_id)? {
+                Some(r) => NodeSummary::of(&r),
+                None => return Err(Error::NotFound(self.not_found("run", run_id))),
+            },
         };
         let mut seen = HashSet::new();
         let mut cycle = false;
-        let mut tree = self.tree_node(r, depth, &mut seen, &mut cycle)?;
-        tree["cycle"] = Value::Bool(cycle);
-        Ok(tree)
+        let root = self.tree_node(r, depth, &mut seen, &mut cycle)?;
+        Ok(TreeAnswer { root, cycle })
+    }
+
+    /// [`Self::tree`] as a JSON value.
+    pub fn tree_json(&self, run_id: &str, depth: Option<usize>) -> Result<Value> {
+        to_value(&self.tree(run_id, depth)?)
     }
 
     fn tree_node(
         &self,
-        r: RunState,
+        run: NodeSummary,
         depth: Option<usize>,
         seen: &mut HashSet<String>,
         cycle: &mut bool,
-    ) -> Result<Value> {
-        seen.insert(r.run_id.clone());
-        let mut kids = Vec::new();
-        let mut truncated = 0usize;
-        for c in self.children(&r.run_id)? {
+    ) -> Result<TreeNode> {
+        seen.insert(run.run_id.clone());
+        let mut children = Vec::new();
+        let mut more_children = 0usize;
+        for c in self.child_nodes(&run.run_id)? {
             if seen.contains(&c.run_id) {
                 *cycle = true;
                 continue;
             }
             match depth {
-                Some(0) => truncated += 1,
-                _ => kids.push(self.tree_node(c, depth.map(|d| d - 1), seen, cycle)?),
+                Some(0) => more_children += 1,
+                _ => children.push(self.tree_node(c, depth.map(|d| d - 1), seen, cycle)?),
             }
         }
-        let mut v = json!({
-            "run_id": r.run_id,
-            "operation": r.fields.operation,
-            "doctype": r.fields.doctype,
-            "status": r.status().as_str(),
-            "started_at": r.started_ms.map(rfc3339),
-            "duration_ms": r.duration_ms(),
-            "step_id": r.fields.step_id,
-            "step_index": r.fields.step_index,
-            "children": kids,
+        Ok(TreeNode {
+            run,
+            children,
+            more_children,
+        })
+    }
+
+    /// What a tree shows of run `run_id` as of `at` (read in place when no fold is needed);
+    /// `None` when it had no event by then.
+    pub fn node(&self, run_id: &str) -> Result<Option<NodeSummary>> {
+        let Some(v) = self.runs.get(run_id)? else {
+            return Ok(None);
+        };
+        let bytes = v.value();
+        let stored = rkyv::access::<ArchivedRunState, rkyv::rancor::Error>(bytes)
+            .map_err(|e| Error::Storage(format!("run projection does not decode: {e}")))?;
+        if stored.last_seq.to_native() <= self.at {
+            return Ok(Some(NodeSummary::of_archived(stored)));
+        }
+        if stored.first_seq.to_native() > self.at {
+            return Ok(None);
+        }
+        let cur = RunState::decode(bytes)?;
+        Ok(fold_until(&self.reader, &cur, self.at)?.map(|r| NodeSummary::of(&r)))
+    }
+
+    /// [`Self::children`] as tree nodes, in the same order.
+    fn child_nodes(&self, run_id: &str) -> Result<Vec<NodeSummary>> {
+        let mut out = Vec::new();
+        for item in self.children.range((run_id, "")..)? {
+            let (k, v) = item?;
+            let (parent, child) = k.value();
+            if parent != run_id {
+                break;
+            }
+            if v.value() > self.at {
+                continue;
+            }
+            // The link is only a candidate: a later `run.started` may have moved the child.
+            if let Some(c) = self.node(child)? {
+                if c.parent_run_id.as_deref() == Some(run_id) {
+                    out.push(c);
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.step_index, a.started_ms, &a.run_id).cmp(&(b.step_index, b.started_ms, &b.run_id))
         });
-        if truncated > 0 {
-            v["more_children"] = json!(truncated);
-        }
-        if r.status() == Status::Failed {
-            v["error"] = json_field(&r.error);
-        }
-        if r.status() == Status::Waiting {
-            v["waiting_prompt"] = json!(r.wait_prompt);
-        }
-        Ok(v)
+        Ok(out)
     }
 
     /// How a run stands in a lineage, with the root's template.
@@ -587,9 +624,9 @@ impl View {
     }
 
     /// `runledger state`: CoworkerState as of `at`.
-    pub fn state_json(&self) -> Result<Value> {
-        let mut active = Vec::new();
-        let mut pipelines: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    pub fn state(&self) -> Result<StateAnswer> {
+        let mut active_runs = Vec::new();
+        let mut active_pipelines: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut ids = self.active_ids()?;
         ids.sort();
         // Parents as of `at`, shared by every active run of a pipeline: each ancestor is read
@@ -599,17 +636,20 @@ impl View {
             let Some(r) = self.run(&id)? else { continue };
             parents.insert(id.clone(), r.fields.parent_run_id.clone());
             let root = self.root_of(&id, &mut parents)?;
-            pipelines.entry(root).or_default().push(id.clone());
-            active.push(run_json(&r));
+            active_pipelines.entry(root).or_default().push(id);
+            active_runs.push(r);
         }
-        let current = self.current_run()?;
-        Ok(json!({
-            "at_seq": self.at,
-            "active_runs": active,
-            "active_pipelines": pipelines,
-            "current_run": current.as_ref().map(run_json),
-            "is_loading": !active.is_empty(),
-        }))
+        Ok(StateAnswer {
+            at_seq: self.at,
+            active_runs,
+            active_pipelines,
+            current_run: self.current_run()?,
+        })
+    }
+
+    /// [`Self::state`] as a JSON value.
+    pub fn state_json(&self) -> Result<Value> {
+        to_value(&self.state()?)
     }
 
     /// The last run of `run_id`'s lineage (as [`Self::lineage`] ends it, also on a cycle),
@@ -664,51 +704,6 @@ impl View {
         }
         Ok(None)
     }
-}
-
-fn json_field(text: &Option<String>) -> Value {
-    text.as_deref()
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or(Value::Null)
-}
-
-/// A run as `show` and `state` print it.
-pub fn run_json(r: &RunState) -> Value {
-    let f = &r.fields;
-    let mut m = Map::new();
-    m.insert("run_id".into(), json!(r.run_id));
-    m.insert("operation".into(), json!(f.operation));
-    m.insert("doctype".into(), json!(f.doctype));
-    m.insert("template".into(), json!(f.template));
-    m.insert("flow".into(), json!(f.flow));
-    m.insert("status".into(), json!(r.status().as_str()));
-    m.insert("parent_run_id".into(), json!(f.parent_run_id));
-    m.insert("chain_id".into(), json!(f.chain_id));
-    m.insert("step_id".into(), json!(f.step_id));
-    m.insert("step_index".into(), json!(f.step_index));
-    m.insert("owner".into(), json!(f.owner));
-    m.insert("agent".into(), json!(f.agent));
-    m.insert("role".into(), json!(f.role));
-    m.insert("input".into(), json_field(&f.input));
-    m.insert("output".into(), json_field(&r.output));
-    m.insert("error".into(), json_field(&r.error));
-    m.insert("options".into(), json_field(&f.options));
-    m.insert("extra".into(), json_field(&f.extra));
-    if r.status() == Status::Waiting {
-        m.insert("waiting_step".into(), json!(r.wait_step));
-        m.insert("waiting_prompt".into(), json!(r.wait_prompt));
-    }
-    if let Some(reason) = &r.cancel_reason {
-        m.insert("cancel_reason".into(), json!(reason));
-    }
-    m.insert("started_at".into(), json!(r.started_ms.map(rfc3339)));
-    m.insert("ended_at".into(), json!(r.ended_ms.map(rfc3339)));
-    m.insert("duration_ms".into(), json!(r.duration_ms()));
-    m.insert("children".into(), json!([]));
-    m.insert("events".into(), json!(r.events));
-    m.insert("first_seq".into(), json!(r.first_seq));
-    m.insert("last_seq".into(), json!(r.last_seq));
-    Value::Object(m)
 }
 
 impl View {
