@@ -2,9 +2,9 @@
 //! then point queries (`trace`, `tree`, `show`, `state --at N`) over many random keys.
 //!
 //! Setup (untimed, not in peak memory): the input ingested as by the `ingest` benchmark.
-//! - runledger: `ledger::project::rebuild`, then `View::{trace_json, show_json}` (JSON values),
-//!   and `View::tree` and `ledger.view(Some(n))?.state()` written out as JSON bytes (what
-//!   `tree --json`, `state --json` and the HTTP API send).
+//! - runledger: `ledger::project::rebuild`, then `View::trace_json` (a JSON value), and
+//!   `View::{show, tree}` and `ledger.view(Some(n))?.state()` written out as JSON bytes (what
+//!   `show`/`tree`/`state --json` and the HTTP API send).
 //! - SQLite: [`sqlite_build_projections`] (`runs` with indexes on `parent_run_id` and
 //!   `start_seq`, `doc_changes` with an index on `(doctype, name, seq)`), then the same
 //!   questions in SQL (recursive CTEs up and down the parent links).
@@ -64,7 +64,7 @@ pub fn runledger(input: &Input, dir: &Path) -> Result<Sample> {
         Ok(())
     })?);
     m.extend(latency("show", POINT_QUERIES, 20, |i| {
-        std::hint::black_box(view.show_json(&keys.runs[i])?);
+        std::hint::black_box(serde_json::to_vec(&view.show(&keys.runs[i])?)?);
         Ok(())
     })?);
     drop(view);

@@ -115,7 +115,12 @@ fn answer<T: serde::Serialize>(
 }
 
 pub fn show(ctx: &Ctx, a: ShowArgs) -> anyhow::Result<ExitCode> {
-    answer(ctx, &a.at, |v| v.show_json(&a.run_id), human::show)
+    answer(
+        ctx,
+        &a.at,
+        |v| v.show(&a.run_id),
+        |s| human::show(&ledger::project::to_value(s)?),
+    )
 }
 
 pub fn runs(ctx: &Ctx, a: RunsArgs) -> anyhow::Result<ExitCode> {

@@ -436,7 +436,7 @@ async fn show(
     Query(q): Query<Params>,
 ) -> Response {
     let at = tri!(param_at(&q));
-    answer(st, at, move |v| v.show_json(&id)).await
+    answer(st, at, move |v| v.show(&id)).await
 }
 
 async fn tree(

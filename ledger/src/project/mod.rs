@@ -11,7 +11,7 @@ pub mod run;
 pub mod tables;
 mod view;
 
-pub use out::{run_json, to_value, NodeSummary, RunOut, StateAnswer, TreeAnswer, TreeNode};
+pub use out::{to_value, NodeSummary, RunOut, ShowAnswer, StateAnswer, TreeAnswer, TreeNode};
 pub use projector::{applied, catch_up, catch_up_in_steps, rebuild, BATCH_EVENTS};
 pub use run::{RunState, Status};
 pub use tables::CHECKPOINT_EVERY;

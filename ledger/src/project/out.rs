@@ -15,8 +15,28 @@ use super::run::{duration_of, status_of, ArchivedRunState, RunState, Status};
 use crate::error::{Error, Result};
 use crate::render::rfc3339;
 
-/// A run as `show` and `state` print it.
-pub struct RunOut<'a>(pub &'a RunState);
+/// A run as `show` and `state` print it (`state` with no children listed).
+pub struct RunOut<'a> {
+    pub run: &'a RunState,
+    /// Ids of its children, in tree order.
+    pub children: &'a [String],
+}
+
+/// `runledger show`: a run and its children's ids.
+pub struct ShowAnswer {
+    pub run: RunState,
+    pub children: Vec<String>,
+}
+
+impl Serialize for ShowAnswer {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        RunOut {
+            run: &self.run,
+            children: &self.children,
+        }
+        .serialize(s)
+    }
+}
 
 /// `CoworkerState` as of a seq: what `runledger state` answers.
 pub struct StateAnswer {
@@ -47,7 +67,7 @@ impl Serialize for Raw<'_> {
 
 impl Serialize for RunOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let r = self.0;
+        let r = self.run;
         let f = &r.fields;
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("run_id", &r.run_id)?;
@@ -78,7 +98,7 @@ impl Serialize for RunOut<'_> {
         m.serialize_entry("started_at", &r.started_ms.map(rfc3339))?;
         m.serialize_entry("ended_at", &r.ended_ms.map(rfc3339))?;
         m.serialize_entry("duration_ms", &r.duration_ms())?;
-        m.serialize_entry("children", &[(); 0])?;
+        m.serialize_entry("children", self.children)?;
         m.serialize_entry("events", &r.events)?;
         m.serialize_entry("first_seq", &r.first_seq)?;
         m.serialize_entry("last_seq", &r.last_seq)?;
@@ -91,14 +111,18 @@ impl Serialize for StateAnswer {
         struct Runs<'a>(&'a [RunState]);
         impl Serialize for Runs<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                s.collect_seq(self.0.iter().map(RunOut))
+                s.collect_seq(self.0.iter().map(|run| RunOut { run, children: &[] }))
             }
         }
         let mut m = s.serialize_map(Some(5))?;
         m.serialize_entry("at_seq", &self.at_seq)?;
         m.serialize_entry("active_runs", &Runs(&self.active_runs))?;
         m.serialize_entry("active_pipelines", &self.active_pipelines)?;
-        m.serialize_entry("current_run", &self.current_run.as_ref().map(RunOut))?;
+        let current = self
+            .current_run
+            .as_ref()
+            .map(|run| RunOut { run, children: &[] });
+        m.serialize_entry("current_run", &current)?;
         m.serialize_entry("is_loading", &!self.active_runs.is_empty())?;
         m.end()
     }
@@ -107,11 +131,6 @@ impl Serialize for StateAnswer {
 /// `v` as a `serde_json::Value` (for the human output and callers that edit the answer).
 pub fn to_value(v: &impl Serialize) -> Result<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| Error::Storage(format!("answer does not serialise: {e}")))
-}
-
-/// A run as `show` and `state` print it.
-pub fn run_json(r: &RunState) -> Result<serde_json::Value> {
-    to_value(&RunOut(r))
 }
 
 /// What a tree shows of a run: read from the stored run in place (no decoding of its payloads)

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use redb::{ReadOnlyTable, ReadableTable};
 use serde_json::{json, Value};
 
-use super::out::{run_json, to_value, NodeSummary, StateAnswer, TreeAnswer, TreeNode};
+use super::out::{to_value, NodeSummary, ShowAnswer, StateAnswer, TreeAnswer, TreeNode};
 use super::projector::{applied_in, fold_until, sort_key};
 use super::run::{ArchivedRunState, RunState, Status};
 use super::tables::*;
@@ -298,18 +298,21 @@ impl View {
     // ---- the JSON answers of the interface ------------------------------------------------
 
     /// `runledger show`.
-    pub fn show_json(&self, run_id: &str) -> Result<Value> {
-        let Some(r) = self.run_or_placeholder(run_id)? else {
+    pub fn show(&self, run_id: &str) -> Result<ShowAnswer> {
+        let Some(run) = self.run_or_placeholder(run_id)? else {
             return Err(Error::NotFound(self.not_found("run", run_id)));
         };
-        let children: Vec<Value> = self
-            .children(run_id)?
+        let children = self
+            .child_nodes(run_id)?
             .into_iter()
-            .map(|c| Value::String(c.run_id))
+            .map(|c| c.run_id)
             .collect();
-        let mut v = run_json(&r)?;
-        v["children"] = Value::Array(children);
-        Ok(v)
+        Ok(ShowAnswer { run, children })
+    }
+
+    /// [`Self::show`] as a JSON value.
+    pub fn show_json(&self, run_id: &str) -> Result<Value> {
+        to_value(&self.show(run_id)?)
     }
 
     fn not_found(&self, what: &str, id: &str) -> String {
