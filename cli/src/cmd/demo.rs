@@ -94,7 +94,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let mut record = None;
     for c in created.into_iter().rev() {
         let (lineage, _) = view.lineage(&c.2)?;
-        if lineage.len() > 1 && lineage.last().is_some_and(|r| r.fields.template.is_some()) {
+        if lineage.len() > 1 && lineage.last().is_some_and(|r| r.template.is_some()) {
             record = Some(c);
             break;
         }

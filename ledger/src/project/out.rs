@@ -133,7 +133,7 @@ pub fn to_value(v: &impl Serialize) -> Result<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| Error::Storage(format!("answer does not serialise: {e}")))
 }
 
-/// What a tree shows of a run: read from the stored run in place (no decoding of its payloads)
+/// What trees and lineages show of a run: read from the stored run in place (no decoding of its payloads)
 /// unless it must be folded as of an earlier seq.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSummary {
@@ -141,6 +141,9 @@ pub struct NodeSummary {
     pub parent_run_id: Option<String>,
     pub operation: Option<String>,
     pub doctype: Option<String>,
+    pub template: Option<String>,
+    pub flow: Option<String>,
+    pub owner: Option<String>,
     pub status: Status,
     pub started_ms: Option<i64>,
     pub duration_ms: Option<i64>,
@@ -161,6 +164,9 @@ impl NodeSummary {
             parent_run_id: f.parent_run_id.clone(),
             operation: f.operation.clone(),
             doctype: f.doctype.clone(),
+            template: f.template.clone(),
+            flow: f.flow.clone(),
+            owner: f.owner.clone(),
             status,
             started_ms: r.started_ms,
             duration_ms: r.duration_ms(),
@@ -182,6 +188,9 @@ impl NodeSummary {
             parent_run_id: text(&f.parent_run_id),
             operation: text(&f.operation),
             doctype: text(&f.doctype),
+            template: text(&f.template),
+            flow: text(&f.flow),
+            owner: text(&f.owner),
             status,
             started_ms: int(&r.started_ms),
             duration_ms: duration_of(

@@ -203,7 +203,7 @@ impl View {
 
     /// Walks `parent_run_id` up to the root: the runs from `run_id` to the root, and whether
     /// the walk met a run twice (a cycle in client-given links).
-    pub fn lineage(&self, run_id: &str) -> Result<(Vec<RunState>, bool)> {
+    pub fn lineage(&self, run_id: &str) -> Result<(Vec<NodeSummary>, bool)> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         let mut next = Some(run_id.to_owned());
@@ -211,12 +211,12 @@ impl View {
             if !seen.insert(id.clone()) {
                 return Ok((out, true));
             }
-            let Some(r) = self.run_or_placeholder(&id)? else {
+            let Some(r) = self.node_or_placeholder(&id)? else {
                 // A parent that never arrived: the lineage ends at a placeholder.
-                out.push(RunState::new(&id));
+                out.push(NodeSummary::of(&RunState::new(&id)));
                 break;
             };
-            next = r.fields.parent_run_id.clone();
+            next = r.parent_run_id.clone();
             out.push(r);
         }
         Ok((out, false))
@@ -382,12 +382,8 @@ impl View {
 
     /// `runledger tree`.
     pub fn tree(&self, run_id: &str, depth: Option<usize>) -> Result<TreeAnswer> {
-        let r = match self.node(run_id)? {
-            Some(r) => r,
-            None => match self.run_or_placeholder(run_id)? {
-                Some(r) => NodeSummary::of(&r),
-                None => return Err(Error::NotFound(self.not_found("run", run_id))),
-            },
+        let Some(r) = self.node_or_placeholder(run_id)? else {
+            return Err(Error::NotFound(self.not_found("run", run_id)));
         };
         let mut seen = HashSet::new();
         let mut cycle = false;
@@ -446,6 +442,14 @@ impl View {
         Ok(fold_until(&self.reader, &cur, self.at)?.map(|r| NodeSummary::of(&r)))
     }
 
+    /// [`Self::node`], or the placeholder of a run known only as a parent.
+    fn node_or_placeholder(&self, run_id: &str) -> Result<Option<NodeSummary>> {
+        match self.node(run_id)? {
+            Some(n) => Ok(Some(n)),
+            None => Ok(self.run_or_placeholder(run_id)?.map(|r| NodeSummary::of(&r))),
+        }
+    }
+
     /// [`Self::children`] as tree nodes, in the same order.
     fn child_nodes(&self, run_id: &str) -> Result<Vec<NodeSummary>> {
         let mut out = Vec::new();
@@ -480,16 +484,16 @@ impl View {
             .map(|r| {
                 json!({
                     "run_id": r.run_id,
-                    "operation": r.fields.operation,
-                    "step_id": r.fields.step_id,
+                    "operation": r.operation,
+                    "step_id": r.step_id,
                 })
             })
             .collect();
         Ok(json!({
             "run_id": run_id,
             "root_run": root.map(|r| r.run_id.clone()),
-            "template": root.and_then(|r| r.fields.template.clone().or(r.fields.flow.clone())),
-            "owner": root.and_then(|r| r.fields.owner.clone()),
+            "template": root.and_then(|r| r.template.clone().or(r.flow.clone())),
+            "owner": root.and_then(|r| r.owner.clone()),
             "lineage": steps,
             "cycle": cycle,
         }))
