@@ -292,6 +292,44 @@ fn kill_while_indexing_leaves_the_ledger_usable() {
 /// The projections file is derived: lost, or belonging to another log (a log restored from a
 /// backup beside newer projections), it is rebuilt, and every answer is the log's own.
 #[test]
+fn projections_of_an_older_layout_are_rebuilt() {
+    let a = Ledger::new();
+    let file = a.write("a.ndjson", &join_lines(&workload_lines(3, 60)));
+    let (code, _, err) = a.cmd(&["ingest"]).arg(&file).json();
+    assert_eq!(code, 0, "{err}");
+    let record = a
+        .events()
+        .into_iter()
+        .find(|e| e["type"] == "doc.created")
+        .expect("the workload creates records");
+    let (doctype, name) = (
+        record["doctype"].as_str().expect("doctype").to_owned(),
+        record["name"].as_str().expect("name").to_owned(),
+    );
+    let q = ["trace", doctype.as_str(), name.as_str()];
+    let want = a.ok(&q);
+    // Layout 2 kept no record change in `doc_events` (the value was `()`).
+    {
+        let db = redb::Database::open(ledger::projections_path(&a.db)).expect("open projections");
+        let tx = db.begin_write().expect("write");
+        tx.delete_table(redb::TableDefinition::<(&str, &str, u64), &[u8]>::new(
+            "doc_events",
+        ))
+        .expect("drop doc_events");
+        tx.open_table(redb::TableDefinition::<(&str, &str, u64), ()>::new(
+            "doc_events",
+        ))
+        .expect("old doc_events");
+        tx.open_table(redb::TableDefinition::<&str, u64>::new("proj_meta"))
+            .expect("meta")
+            .insert("version", 2)
+            .expect("old version");
+        tx.commit().expect("commit");
+    }
+    assert_eq!(a.ok(&q), want, "projections of layout 2 were not rebuilt");
+}
+
+#[test]
 fn projections_file_lost_or_of_another_log_is_rebuilt() {
     let a = Ledger::new();
     let b = Ledger::new();

@@ -132,7 +132,7 @@ struct Batch {
     runs: BTreeMap<String, Vec<Slot>>,
     /// (parent, child) -> first seq naming that parent.
     links: BTreeMap<(String, String), u64>,
-    docs: Vec<(String, String, u64)>,
+    docs: Vec<(String, String, u64, Vec<u8>)>,
     completions: Vec<(i64, u64, String)>,
 }
 
@@ -165,7 +165,8 @@ struct Plan {
     runs: Vec<RunWrite>,
     /// (parent, child) links new or seen earlier than recorded.
     links: Vec<((String, String), u64)>,
-    docs: Vec<(String, String, u64)>,
+    /// (doctype, name, seq, encoded [`DocRecord`]).
+    docs: Vec<(String, String, u64, Vec<u8>)>,
     completions: Vec<(i64, u64, String)>,
     /// The active set after the batch, when `to` is a checkpoint.
     active_at: Option<Vec<u8>>,
@@ -197,8 +198,23 @@ fn plan_batch(reader: &LogReader, tx: &redb::ReadTransaction, from: u64, to: u64
                     b.links.entry(key).or_insert(seq);
                 }
             }
-            ArchivedBody::Doc { doctype, name, .. } => {
-                b.docs.push((doctype.to_string(), name.to_string(), seq));
+            ArchivedBody::Doc {
+                change,
+                doctype,
+                name,
+                data,
+                before,
+            } => {
+                let record = DocRecord {
+                    ts_ms: ts,
+                    change: change.get(),
+                    run_id: run_id.to_owned(),
+                    data: data.as_ref().map(|d| d.to_string()),
+                    before: before.as_ref().map(|d| d.to_string()),
+                };
+                let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&record)?.to_vec();
+                b.docs
+                    .push((doctype.to_string(), name.to_string(), seq, bytes));
             }
             _ => {}
         }
@@ -328,8 +344,8 @@ fn write_batch(tx: &WriteTransaction, plan: &Plan) -> Result<()> {
         children.insert((parent.as_str(), child.as_str()), *seq)?;
     }
     let mut docs = tx.open_table(DOC_EVENTS)?;
-    for (doctype, name, seq) in &plan.docs {
-        docs.insert((doctype.as_str(), name.as_str(), *seq), ())?;
+    for (doctype, name, seq, record) in &plan.docs {
+        docs.insert((doctype.as_str(), name.as_str(), *seq), record.as_slice())?;
     }
     let mut completions = tx.open_table(COMPLETIONS)?;
     for (ts, seq, run_id) in &plan.completions {

@@ -8,12 +8,12 @@
 //! | `runs` | run id | rkyv [`super::run::RunState`] (with its events' seqs) | `show`, folds, `--at` |
 //! | `runs_by_start` | (started ms, run id) | `()` | `runs` listing in time order |
 //! | `children` | (parent id, child id) | first seq linking them | trees |
-//! | `doc_events` | (doctype, name, seq) | `()` | record histories |
+//! | `doc_events` | (doctype, name, seq) | [`DocRecord`] (rkyv) | record histories, read without the log |
 //! | `completions` | (ts ms, seq) | run id | `current_run` |
 //! | `active` | run id | `()` | active runs now |
 //! | `active_at` | seq (multiple of [`CHECKPOINT_EVERY`]) | run ids, `\n`-separated | `state --at` |
 
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 
 use crate::error::Result;
 
@@ -23,7 +23,7 @@ pub const CHECKPOINT_EVERY: u64 = 65_536;
 
 /// Layout version of the projection tables and of `RunState`; a mismatch on open makes the
 /// projections rebuild from the log.
-pub const PROJECTION_VERSION: u64 = 2;
+pub const PROJECTION_VERSION: u64 = 3;
 
 pub(crate) const PROJ_META: TableDefinition<&str, u64> = TableDefinition::new("proj_meta");
 pub(crate) const PROJ_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("proj_log");
@@ -31,14 +31,31 @@ pub(crate) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs
 pub(crate) const RUNS_BY_START: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("runs_by_start");
 pub(crate) const CHILDREN: TableDefinition<(&str, &str), u64> = TableDefinition::new("children");
-pub(crate) const DOC_EVENTS: TableDefinition<(&str, &str, u64), ()> =
+pub(crate) const DOC_EVENTS: TableDefinition<(&str, &str, u64), &[u8]> =
     TableDefinition::new("doc_events");
 pub(crate) const COMPLETIONS: TableDefinition<(i64, u64), &str> =
     TableDefinition::new("completions");
 pub(crate) const ACTIVE: TableDefinition<&str, ()> = TableDefinition::new("active");
 pub(crate) const ACTIVE_AT: TableDefinition<u64, &[u8]> = TableDefinition::new("active_at");
 
+/// One change of a record as `doc_events` stores it: all that `trace` shows of it, so a trace
+/// reads no log block (a 64 KiB value per change, cold at 10 M events).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct DocRecord {
+    pub ts_ms: i64,
+    pub change: crate::event::DocChange,
+    pub run_id: String,
+    pub data: Option<crate::event::JsonText>,
+    pub before: Option<crate::event::JsonText>,
+}
+
 pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
+    // Tables of another layout are dropped before they are opened with this layout's types;
+    // the missing version then makes the projections rebuild from the log.
+    let version = tx.open_table(PROJ_META)?.get("version")?.map(|v| v.value());
+    if version.is_some_and(|v| v != PROJECTION_VERSION) {
+        drop_all(tx)?;
+    }
     tx.open_table(PROJ_META)?;
     tx.open_table(PROJ_LOG)?;
     tx.open_table(RUNS)?;

@@ -28,7 +28,7 @@ pub struct View {
     runs: ReadOnlyTable<&'static str, &'static [u8]>,
     by_start: ReadOnlyTable<(i64, &'static str), ()>,
     children: ReadOnlyTable<(&'static str, &'static str), u64>,
-    docs: ReadOnlyTable<(&'static str, &'static str, u64), ()>,
+    docs: ReadOnlyTable<(&'static str, &'static str, u64), &'static [u8]>,
     completions: ReadOnlyTable<(i64, u64), &'static str>,
     active: ReadOnlyTable<&'static str, ()>,
     active_at: ReadOnlyTable<u64, &'static [u8]>,
@@ -270,26 +270,22 @@ impl View {
             .docs
             .range((doctype, name, 0)..=(doctype, name, self.at))?
         {
-            let seq = item?.0.value().2;
-            let row = self.reader.with_event(seq, |ev| match &ev.event.body {
-                ArchivedBody::Doc {
-                    change,
-                    data,
-                    before,
-                    ..
-                } => Some(DocChangeRow {
-                    seq,
-                    ts_ms: ev.event.ts_ms.to_native(),
-                    kind: change.get().as_str(),
-                    run_id: ev.event.run_id.to_string(),
-                    data: data.as_ref().and_then(|d| serde_json::from_str(d).ok()),
-                    before: before.as_ref().and_then(|d| serde_json::from_str(d).ok()),
-                }),
-                _ => None,
-            })?;
-            if let Some(Some(r)) = row {
-                rows.push(r);
-            }
+            let (k, v) = item?;
+            let seq = k.value().2;
+            let r = rkyv::access::<ArchivedDocRecord, rkyv::rancor::Error>(v.value())
+                .map_err(|e| Error::Storage(format!("record change does not decode: {e}")))?;
+            let json = |t: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
+                t.as_ref()
+                    .and_then(|d| serde_json::from_str(d.as_str()).ok())
+            };
+            rows.push(DocChangeRow {
+                seq,
+                ts_ms: r.ts_ms.to_native(),
+                kind: r.change.get().as_str(),
+                run_id: r.run_id.to_string(),
+                data: json(&r.data),
+                before: json(&r.before),
+            });
         }
         rows.sort_by_key(|r| (r.ts_ms, r.seq));
         Ok(rows)
@@ -446,7 +442,9 @@ impl View {
     fn node_or_placeholder(&self, run_id: &str) -> Result<Option<NodeSummary>> {
         match self.node(run_id)? {
             Some(n) => Ok(Some(n)),
-            None => Ok(self.run_or_placeholder(run_id)?.map(|r| NodeSummary::of(&r))),
+            None => Ok(self
+                .run_or_placeholder(run_id)?
+                .map(|r| NodeSummary::of(&r))),
         }
     }
 
