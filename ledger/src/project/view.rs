@@ -174,30 +174,41 @@ impl View {
 
     /// The run's children as of `at`, in step order (step index, then start time).
     pub fn children(&self, run_id: &str) -> Result<Vec<RunState>> {
+        self.children_with(
+            run_id,
+            |id| self.run(id),
+            |c| c.fields.parent_run_id.as_deref(),
+            |c| (c.fields.step_index, c.started_ms, c.run_id.as_str()),
+        )
+    }
+
+    /// Children of `run_id` as of `at`, each read with `read`, in the order of `key`. A link
+    /// is only a candidate — a later `run.started` may have moved the child — so a child is
+    /// kept when its own `parent` as read is `run_id`.
+    fn children_with<T>(
+        &self,
+        run_id: &str,
+        read: impl Fn(&str) -> Result<Option<T>>,
+        parent: impl Fn(&T) -> Option<&str>,
+        key: impl Fn(&T) -> (Option<i64>, Option<i64>, &str),
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for item in self.children.range((run_id, "")..)? {
             let (k, v) = item?;
-            let (parent, child) = k.value();
-            if parent != run_id {
+            let (linked_to, child) = k.value();
+            if linked_to != run_id {
                 break;
             }
             if v.value() > self.at {
                 continue;
             }
-            // The link is only a candidate: a later `run.started` may have moved the child.
-            if let Some(c) = self.run(child)? {
-                if c.fields.parent_run_id.as_deref() == Some(run_id) {
+            if let Some(c) = read(child)? {
+                if parent(&c) == Some(run_id) {
                     out.push(c);
                 }
             }
         }
-        out.sort_by(|a, b| {
-            (a.fields.step_index, a.started_ms, &a.run_id).cmp(&(
-                b.fields.step_index,
-                b.started_ms,
-                &b.run_id,
-            ))
-        });
+        out.sort_by(|a, b| key(a).cmp(&key(b)));
         Ok(out)
     }
 
@@ -450,27 +461,12 @@ impl View {
 
     /// [`Self::children`] as tree nodes, in the same order.
     fn child_nodes(&self, run_id: &str) -> Result<Vec<NodeSummary>> {
-        let mut out = Vec::new();
-        for item in self.children.range((run_id, "")..)? {
-            let (k, v) = item?;
-            let (parent, child) = k.value();
-            if parent != run_id {
-                break;
-            }
-            if v.value() > self.at {
-                continue;
-            }
-            // The link is only a candidate: a later `run.started` may have moved the child.
-            if let Some(c) = self.node(child)? {
-                if c.parent_run_id.as_deref() == Some(run_id) {
-                    out.push(c);
-                }
-            }
-        }
-        out.sort_by(|a, b| {
-            (a.step_index, a.started_ms, &a.run_id).cmp(&(b.step_index, b.started_ms, &b.run_id))
-        });
-        Ok(out)
+        self.children_with(
+            run_id,
+            |id| self.node(id),
+            |c| c.parent_run_id.as_deref(),
+            |c| (c.step_index, c.started_ms, c.run_id.as_str()),
+        )
     }
 
     /// How a run stands in a lineage, with the root's template.
