@@ -118,6 +118,22 @@ pub struct RunState {
     pub fold_seq: u64,
 }
 
+impl ArchivedRunState {
+    /// [`RunState::is_active_at`], read in place.
+    pub fn is_active_at(&self, seq: u64) -> bool {
+        is_active_at(
+            self.start_seq.as_ref().map(|s| s.to_native()),
+            self.terminal_seq.as_ref().map(|s| s.to_native()),
+            seq,
+        )
+    }
+}
+
+/// Started at or before `seq` and not ended by then.
+fn is_active_at(start_seq: Option<u64>, terminal_seq: Option<u64>, seq: u64) -> bool {
+    start_seq.is_some_and(|s| s <= seq) && terminal_seq.is_none_or(|t| t > seq)
+}
+
 impl RunState {
     pub fn new(run_id: &str) -> Self {
         RunState {
@@ -137,7 +153,7 @@ impl RunState {
 
     /// Active as of `seq`.
     pub fn is_active_at(&self, seq: u64) -> bool {
-        self.start_seq.is_some_and(|s| s <= seq) && self.terminal_seq.is_none_or(|t| t > seq)
+        is_active_at(self.start_seq, self.terminal_seq, seq)
     }
 
     pub fn duration_ms(&self) -> Option<i64> {

@@ -36,6 +36,12 @@ pub struct View {
     applied: u64,
 }
 
+/// A stored run read in place (checked, not decoded).
+fn stored_run(bytes: &[u8]) -> Result<&ArchivedRunState> {
+    rkyv::access::<ArchivedRunState, rkyv::rancor::Error>(bytes)
+        .map_err(|e| Error::Storage(format!("run projection does not decode: {e} (run rebuild)")))
+}
+
 /// Filters of `runs`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -437,8 +443,7 @@ impl View {
             return Ok(None);
         };
         let bytes = v.value();
-        let stored = rkyv::access::<ArchivedRunState, rkyv::rancor::Error>(bytes)
-            .map_err(|e| Error::Storage(format!("run projection does not decode: {e}")))?;
+        let stored = stored_run(bytes)?;
         if stored.last_seq.to_native() <= self.at {
             return Ok(Some(NodeSummary::of_archived(stored)));
         }
@@ -613,9 +618,10 @@ impl View {
             Ok(true)
         })?;
         for id in candidates {
-            // start_seq and terminal_seq never change once set, so the current row decides.
+            // start_seq and terminal_seq never change once set, so the current row decides;
+            // it is read in place (no decoding of the run's payloads).
             if let Some(v) = self.runs.get(id.as_str())? {
-                if RunState::decode(v.value())?.is_active_at(self.at) {
+                if stored_run(v.value())?.is_active_at(self.at) {
                     ids.push(id);
                 }
             }
@@ -691,16 +697,13 @@ impl View {
             if seq > self.at {
                 continue;
             }
-            let Some(r) = self.run(v.value())? else {
+            // Tested on the run's summary, read in place; decoded only when it is the one.
+            let Some(n) = self.node(v.value())? else {
                 continue;
             };
-            let crud = r
-                .fields
-                .operation
-                .as_deref()
-                .is_some_and(|o| CRUD.contains(&o));
-            if crud && r.fields.parent_run_id.is_none() && r.status() == Status::Completed {
-                return Ok(Some(r));
+            let crud = n.operation.as_deref().is_some_and(|o| CRUD.contains(&o));
+            if crud && n.parent_run_id.is_none() && n.status == Status::Completed {
+                return self.run(v.value());
             }
         }
         Ok(None)
