@@ -43,7 +43,7 @@ struct Packed {
     /// `(first seq, start, end)` of each block in `bytes`.
     spans: Vec<(u64, usize, usize)>,
     /// `(id hash, seq)` of each stored event that has an id, made a run for the id set.
-    new_ids: Option<NewRun>,
+    id_run: Option<NewRun>,
     outcomes: Vec<Outcome>,
     /// The head after this batch.
     head: Head,
@@ -67,7 +67,7 @@ impl Packed {
     fn clear(&mut self) {
         self.bytes.clear();
         self.spans.clear();
-        self.new_ids = None;
+        self.id_run = None;
         self.outcomes.clear();
     }
 }
@@ -298,7 +298,7 @@ fn pack(batch: &mut EncodedBatch, dups: Duplicates, from: Head, out: &mut Packed
             .map(|o| o.unwrap_or(Outcome::Duplicate(0))),
     );
     out.head = Head { seq, hash };
-    out.new_ids = Some(NewRun::new(new_ids));
+    out.id_run = Some(NewRun::new(new_ids));
 }
 
 /// Step 3a: adds a packed batch's ids to the id set.
@@ -307,7 +307,7 @@ fn store_ids(
     index: &mut IdIndex,
     packed: &mut Packed,
 ) -> Result<()> {
-    match packed.new_ids.take() {
+    match packed.id_run.take() {
         Some(run) => index.add_run(ids, run),
         None => Ok(()),
     }

@@ -2,8 +2,9 @@
 //!
 //! A B-tree keyed by random ids rewrites most of its pages on every large commit, so ids live
 //! in a small log-structured set instead: each commit adds one sorted run of `(xxh3(id), seq)`
-//! pairs, and the two newest runs are merged while the older is not more than twice the size of
-//! the newer, which keeps O(log n) runs and writes each pair O(log n) times.
+//! pairs, and the newest adjacent pair of runs is merged while the older is no larger than the
+//! newer (a binary counter over runs), which keeps O(log n) runs and writes each pair O(log n)
+//! times.
 //!
 //! On disk a run is split into chunks of [`CHUNK`] pairs (16 KiB), one redb value each, keyed
 //! `run number << 32 | chunk number`. In memory ([`IdIndex`]) each run keeps a Bloom filter of
@@ -266,7 +267,7 @@ impl IdIndex {
             write_chunks(table, run.no, &bytes)?;
             self.runs.push(Arc::new(run));
         }
-        // The newest adjacent pair where the older run is at most twice the newer.
+        // The newest adjacent pair where the older run is no larger than the newer.
         while let Some(k) = (1..self.runs.len()).rev().find(|&k| {
             self.runs[k - 1].len <= self.runs[k].len
                 && !self.merging(&self.runs[k - 1])
