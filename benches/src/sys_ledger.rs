@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Result};
 use ledger::encode::EncodedBatch;
 use ledger::ingest::{ingest_reader, IngestOptions, IngestReport, IngestSink};
-use ledger::{Event, Ledger};
+use ledger::{EventRef, Ledger};
 
 use crate::clock::Clock;
 use crate::gen::Input;
@@ -183,7 +183,7 @@ impl Peer for Probe {
                 let batches = parse_parallel(&chunks, |chunk| {
                     let mut events = Vec::with_capacity(chunk.len() / 200);
                     parse_lines(chunk, |event| {
-                        events.push(event);
+                        events.push(event.into_owned());
                         Ok(())
                     })?;
                     Ok(events)
@@ -302,13 +302,15 @@ fn parse_parallel<T: Send>(
 
 /// Parses the lines of one chunk as `ingest_reader` does, handing each event to `f`; returns
 /// the number of rejected lines.
-fn parse_lines(chunk: &[u8], mut f: impl FnMut(Event) -> Result<()>) -> Result<u64> {
+fn parse_lines(chunk: &[u8], mut f: impl FnMut(EventRef) -> Result<()>) -> Result<u64> {
     let mut rejected = 0;
     for raw in chunk.split(|&b| b == b'\n') {
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        match std::str::from_utf8(raw).map(ledger::parse_event) {
+        let parsed = std::str::from_utf8(raw)
+            .map(|line| ledger::parse::parse_event_ref(line, ledger::DEFAULT_MAX_EVENT_BYTES));
+        match parsed {
             Ok(Ok(event)) => f(event)?,
             _ => rejected += 1,
         }
@@ -320,7 +322,7 @@ fn parse_lines(chunk: &[u8], mut f: impl FnMut(Event) -> Result<()>) -> Result<u
 /// `ingest_reader` does.
 fn encode_chunk(chunk: &[u8]) -> Result<(EncodedBatch, u64)> {
     let mut batch = EncodedBatch::with_capacity(chunk.len() / 200);
-    let rejected = parse_lines(chunk, |event| Ok(batch.push(event)?))?;
+    let rejected = parse_lines(chunk, |event| Ok(batch.push(&event)?))?;
     batch.find_repeats()?;
     Ok((batch, rejected))
 }

@@ -79,8 +79,8 @@ impl Ledger {
     /// order of `events`.
     pub fn append(&self, events: Vec<Event>) -> Result<Vec<Outcome>> {
         let mut batch = EncodedBatch::with_capacity(events.len());
-        for e in events {
-            batch.push(e)?;
+        for e in &events {
+            batch.push(&e.borrowed())?;
         }
         self.append_encoded(&mut batch)
     }

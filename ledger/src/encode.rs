@@ -7,7 +7,8 @@
 use crate::block;
 use crate::dedup;
 use crate::error::{Error, Result};
-use crate::event::{ArchivedStoredEvent, Event, StoredEvent};
+use crate::event::ArchivedStoredEvent;
+use crate::event_ref::{EventRef, StoredEventRef};
 
 const ROOT: usize = std::mem::size_of::<ArchivedStoredEvent>();
 
@@ -64,10 +65,10 @@ impl EncodedBatch {
         self.id_hashes.reserve(events);
     }
 
-    /// Archives `event` into the batch.
-    pub fn push(&mut self, event: Event) -> Result<()> {
+    /// Archives `event` into the batch (an owned [`Event`] through [`Event::borrowed`]).
+    pub fn push(&mut self, event: &EventRef) -> Result<()> {
         let id_hash = event.id.as_deref().map(dedup::hash_id);
-        let stored = StoredEvent {
+        let stored = StoredEventRef {
             seq: 0,
             ingested_ms: 0,
             event,
@@ -86,6 +87,18 @@ impl EncodedBatch {
         self.id_hashes.push(id_hash);
         self.repeats = None;
         Ok(())
+    }
+
+    /// Moves the events of `other` to the end of this batch (group commits gather the
+    /// batches of several requests), leaving `other` empty.
+    pub fn append(&mut self, other: &mut EncodedBatch) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.spans
+            .extend(other.spans.iter().map(|&(a, z)| (a + base, z + base)));
+        self.id_hashes.extend_from_slice(&other.id_hashes);
+        self.repeats = None;
+        other.clear();
     }
 
     /// Finds the events that repeat an id earlier in the batch. Bulk ingest calls it on the
@@ -163,6 +176,7 @@ impl EncodedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::StoredEvent;
 
     #[test]
     fn stamping_sets_seq_and_ingest_time() {
@@ -171,7 +185,7 @@ mod tests {
             r#"{"type":"run.completed","id":"x","run_id":"r","ts":1763700000000,"output":{"a":1}}"#,
         )
         .unwrap();
-        b.push(ev.clone()).unwrap();
+        b.push(&ev.borrowed()).unwrap();
         let bytes = b.stamp(0, 77, 1_763_700_000_123).to_vec();
         let a = block::access(77, &bytes).unwrap();
         assert_eq!(a.seq.to_native(), 77);
@@ -180,5 +194,71 @@ mod tests {
         assert_eq!(b.id(0).unwrap(), Some("x"));
         let back: StoredEvent = rkyv::deserialize::<_, rkyv::rancor::Error>(a).unwrap();
         assert_eq!(back.event, ev);
+    }
+
+    #[test]
+    fn appended_batches_keep_every_event() {
+        let line = |id: &str| {
+            format!(r#"{{"type":"run.completed","id":"{id}","run_id":"r","ts":1763700000000}}"#)
+        };
+        let (mut a, mut b) = (EncodedBatch::default(), EncodedBatch::default());
+        for (to_a, id) in [(true, "x"), (false, "y"), (false, "x")] {
+            let batch = if to_a { &mut a } else { &mut b };
+            batch
+                .push(&crate::parse::parse_event_ref(&line(id), 1 << 20).unwrap())
+                .unwrap();
+        }
+        a.find_repeats().unwrap();
+        a.append(&mut b);
+        assert!(b.is_empty());
+        let ids: Vec<_> = (0..a.len()).map(|i| a.id(i).unwrap().unwrap()).collect();
+        assert_eq!(ids, ["x", "y", "x"]);
+        assert_eq!(a.take_repeats().unwrap().repeat_of, [None, None, Some(0)]);
+        assert_eq!(
+            block::access(3, a.stamp(2, 3, 0)).unwrap().seq.to_native(),
+            3
+        );
+    }
+
+    /// The borrowed twins must archive to the owned types' bytes: the log's format is the
+    /// owned model's, and readers deserialise into it.
+    #[test]
+    fn borrowed_events_archive_as_owned_ones() {
+        let cfg = crate::workload::WorkloadConfig::new(7, 40);
+        let mut lines = crate::workload::ndjson_lines(&cfg);
+        // Every type, escapes (owned strings), unknown fields and both error forms.
+        lines.extend(
+            [
+                r#"{"type":"run.started","id":"a\u0041","ts":"2025-11-21T04:40:00.010Z","run_id":"r\n1","run":{"operation":"select","from":"Email","options":{"parentRunId":"p","chainId":"c","stepIndex":2},"input":{"q":"\"x\""},"custom":[1]},"x":{"y":null}}"#,
+                r#"{"type":"run.progress","run_id":"r","ts":1763700000000,"path":"output.text","op":"append","value":"t\u00e9"}"#,
+                r#"{"type":"run.waiting","run_id":"r","ts":1763700000000,"step_id":"s","prompt":"ok?"}"#,
+                r#"{"type":"run.resumed","run_id":"r","ts":1763700000000,"stepId":"s","data":{"a":1}}"#,
+                r#"{"type":"run.completed","run_id":"r","ts":1763700000000,"durationMs":5}"#,
+                r#"{"type":"run.failed","run_id":"r","ts":1763700000000,"error":{"message":"m","code":42,"stack":"s","more":true}}"#,
+                r#"{"type":"run.failed","run_id":"r","ts":1763700000000,"error":"plain"}"#,
+                r#"{"type":"run.cancelled","run_id":"r","ts":1763700000000,"reason":"user"}"#,
+                r#"{"type":"doc.updated","run_id":"r","ts":1763700000000,"doctype":"Task","name":"T-1","data":{"s":1},"before":{"s":0}}"#,
+                r#"{"type":"doc.deleted","run_id":"r","ts":1763700000000,"doctype":"Task","name":"T-1"}"#,
+                r#"{"type":"run.checkpoint","run":{"id":"ui","status":"failed","operation":"select","timestamp":1763700000050,"duration":3,"output":{"d":[]},"error":{"message":"e"},"zz":1}}"#,
+            ]
+            .map(String::from),
+        );
+        let mut kinds = std::collections::BTreeSet::new();
+        for line in &lines {
+            let borrowed = crate::parse::parse_event_ref(line, 1 << 20).unwrap();
+            let owned = borrowed.clone().into_owned();
+            assert_eq!(owned.borrowed(), borrowed);
+            kinds.insert(owned.body.type_name());
+            let mut b = EncodedBatch::default();
+            b.push(&borrowed).unwrap();
+            let stored = StoredEvent {
+                seq: 0,
+                ingested_ms: 0,
+                event: owned,
+            };
+            let expected = rkyv::to_bytes::<rkyv::rancor::Error>(&stored).unwrap();
+            assert_eq!(&b.bytes[..], &expected[..], "{line}");
+        }
+        assert_eq!(kinds.len(), crate::event::TYPES.len());
     }
 }

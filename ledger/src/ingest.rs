@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::encode::EncodedBatch;
 use crate::error::Result;
 use crate::log::{Ledger, Outcome};
-use crate::parse::{parse_event_limited, Rejection, DEFAULT_MAX_EVENT_BYTES};
+use crate::parse::{parse_event_ref, Rejection, DEFAULT_MAX_EVENT_BYTES};
 
 /// How many rejection reasons a report keeps (the counts cover all of them).
 pub const MAX_REPORTED_ERRORS: usize = 100;
@@ -178,7 +178,7 @@ pub fn ingest_reader(
                 }
                 // Cut at the last newline; the rest starts the next chunk.
                 if !eof {
-                    match buf.iter().rposition(|&b| b == b'\n') {
+                    match memchr::memrchr(b'\n', &buf) {
                         Some(p) => {
                             carry.extend_from_slice(&buf[p + 1..]);
                             buf.truncate(p + 1);
@@ -190,7 +190,7 @@ pub fn ingest_reader(
                         }
                     }
                 }
-                let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                let lines = memchr::memchr_iter(b'\n', &buf).count() as u64;
                 let (done_tx, done_rx) = mpsc::sync_channel(1);
                 let chunk = Chunk {
                     first_line: line,
@@ -266,9 +266,9 @@ fn parse_chunk(chunk: Chunk, max: usize, mut events: EncodedBatch) -> (Parsed, V
         }
         // A line of valid UTF-8 text starts and ends at a char boundary ('\n', '\r' are ASCII).
         let parsed = match text.and_then(|t| t.get(line.start..line_end)) {
-            Some(line) => parse_event_limited(line, max),
+            Some(line) => parse_event_ref(line, max),
             None => match std::str::from_utf8(raw) {
-                Ok(line) => parse_event_limited(line, max),
+                Ok(line) => parse_event_ref(line, max),
                 Err(e) => Err(Rejection(format!(
                     "not valid UTF-8 (byte {})",
                     e.valid_up_to() + 1
@@ -277,7 +277,7 @@ fn parse_chunk(chunk: Chunk, max: usize, mut events: EncodedBatch) -> (Parsed, V
         };
         let stored = parsed.and_then(|ev| {
             events
-                .push(ev)
+                .push(&ev)
                 .map_err(|e| Rejection(format!("cannot be encoded: {e}")))
         });
         if let Err(reason) = stored {

@@ -24,8 +24,14 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 pub(crate) const IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("ids");
 
-/// Page cache of the redb file. redb's default (1 GiB) would be the whole memory budget.
-const CACHE_BYTES: usize = 256 << 20;
+/// redb's page cache of the log file. Small on purpose: redb keeps the pages a commit wrote
+/// in its cache, so a large one made bulk ingest fault in fresh memory for every byte it
+/// stored (a quarter of the writer thread's time at 256 MiB). Log reads are sequential scans
+/// or single blocks, which the kernel's page cache serves as well.
+const LOG_CACHE_BYTES: usize = 32 << 20;
+/// redb's page cache of the projections file, whose B-trees point queries walk. redb's
+/// default (1 GiB) would be the whole memory budget.
+const PROJECTIONS_CACHE_BYTES: usize = 256 << 20;
 
 /// The newest event: its seq and chain hash. An auditor keeps it outside the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,9 +92,9 @@ pub struct Ledger {
     pub(crate) projector: Mutex<()>,
 }
 
-fn builder() -> redb::Builder {
+fn builder(cache_bytes: usize) -> redb::Builder {
     let mut b = redb::Builder::new();
-    b.set_cache_size(CACHE_BYTES);
+    b.set_cache_size(cache_bytes);
     // One process writes; others may open read-only and follow its commits.
     b.set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
     b
@@ -102,7 +108,9 @@ impl Ledger {
     /// for a file that is not a ledger of this format.
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
         let path = path.as_ref().to_path_buf();
-        let db = builder().create(&path).map_err(|e| open_error(&path, e))?;
+        let db = builder(LOG_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| open_error(&path, e))?;
         let proj = open_projections(&path)?;
         Ledger::with_db(Db::Write(db), proj, path)
     }
@@ -118,18 +126,18 @@ impl Ledger {
                 path.display()
             )));
         }
-        match builder().open(&path) {
+        match builder(LOG_CACHE_BYTES).open(&path) {
             Ok(db) => {
                 let proj = open_projections(&path)?;
                 Ledger::with_db(Db::Write(db), proj, path)
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                let db = builder()
+                let db = builder(LOG_CACHE_BYTES)
                     .open_read_only(&path)
                     .map_err(|e| open_error(&path, e))?;
                 // The writing process created the projections file when it opened the log.
                 let proj_path = projections_path(&path);
-                let proj = builder()
+                let proj = builder(PROJECTIONS_CACHE_BYTES)
                     .open_read_only(&proj_path)
                     .map_err(|e| open_error(&proj_path, e))?;
                 Ledger::with_db(Db::Read(db), Db::Read(proj), path)
@@ -266,7 +274,9 @@ pub fn projections_path(log: &Path) -> PathBuf {
 
 fn open_projections(log: &Path) -> Result<Db> {
     let path = projections_path(log);
-    let db = builder().create(&path).map_err(|e| open_error(&path, e))?;
+    let db = builder(PROJECTIONS_CACHE_BYTES)
+        .create(&path)
+        .map_err(|e| open_error(&path, e))?;
     Ok(Db::Write(db))
 }
 

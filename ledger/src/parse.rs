@@ -9,9 +9,8 @@ mod fields;
 use std::borrow::Cow;
 use std::fmt;
 
-use serde_json::value::RawValue;
-
-use crate::event::{Body, CheckpointStatus, DocChange, ErrorInfo, Event, JsonText, RunFields};
+use crate::event::{CheckpointStatus, DocChange, Event};
+use crate::event_ref::{BodyRef, ErrorInfoRef, EventRef, RunFieldsRef, Text};
 use crate::json_scan::{check_value, decode_string, JsonError, Raw};
 use fields::{Fields, Key};
 
@@ -47,6 +46,12 @@ pub fn parse_event(line: &str) -> Res<Event> {
 
 /// Parses one event, rejecting it when it is longer than `max_bytes`.
 pub fn parse_event_limited(line: &str, max_bytes: usize) -> Res<Event> {
+    parse_event_ref(line, max_bytes).map(EventRef::into_owned)
+}
+
+/// Parses one event into its borrowed twin, rejecting it when it is longer than `max_bytes`:
+/// what ingest archives, strings borrowed from `line`.
+pub fn parse_event_ref(line: &str, max_bytes: usize) -> Res<EventRef<'_>> {
     if line.len() > max_bytes {
         return reject(format!(
             "event is {} bytes, over the size limit of {} bytes",
@@ -65,11 +70,6 @@ pub fn parse_event_limited(line: &str, max_bytes: usize) -> Res<Event> {
         },
         Err(e) => Err(scan_error(&e)),
     }
-}
-
-/// Parses a JSON value already split from an array (HTTP ingest).
-pub fn parse_event_raw(raw: &RawValue, max_bytes: usize) -> Res<Event> {
-    parse_event_limited(raw.get(), max_bytes)
 }
 
 fn scan_error(e: &JsonError) -> Rejection {
@@ -98,15 +98,7 @@ fn run_object<'f, 'a>(run: &'f mut Option<Fields<'a>>) -> Res<&'f mut Fields<'a>
 // through memory, each `Result<String, _>` was copied on with loads wider than the stores that
 // wrote it, which stalls the CPU (no store-to-load forwarding) once per field.
 
-#[inline(always)]
-fn string_of(raw: Raw, label: &str) -> Res<String> {
-    match raw.plain_str() {
-        Some(s) => Ok(s.to_owned()),
-        None => escaped_str_of(raw, label).map(Cow::into_owned),
-    }
-}
-
-/// A string value, borrowed unless it has escapes: for values only compared or parsed.
+/// A string value, borrowed unless it has escapes.
 #[inline(always)]
 fn str_of<'a>(raw: Raw<'a>, label: &str) -> Res<Cow<'a, str>> {
     match raw.plain_str() {
@@ -124,14 +116,12 @@ fn escaped_str_of<'a>(raw: Raw<'a>, label: &str) -> Res<Cow<'a, str>> {
 }
 
 #[inline(always)]
-fn opt_string(f: &mut Fields, names: &[Key], label: &str) -> Res<Option<String>> {
-    f.take(names, label)?
-        .map(|r| string_of(r, label))
-        .transpose()
+fn opt_string<'a>(f: &mut Fields<'a>, names: &[Key], label: &str) -> Res<Option<Text<'a>>> {
+    f.take(names, label)?.map(|r| str_of(r, label)).transpose()
 }
 
 #[inline(always)]
-fn req_string(f: &mut Fields, names: &[Key], label: &str) -> Res<String> {
+fn req_string<'a>(f: &mut Fields<'a>, names: &[Key], label: &str) -> Res<Text<'a>> {
     match opt_string(f, names, label)? {
         Some(s) if !s.is_empty() => Ok(s),
         Some(_) => reject(format!("field `{label}` must not be empty")),
@@ -140,7 +130,7 @@ fn req_string(f: &mut Fields, names: &[Key], label: &str) -> Res<String> {
 }
 
 #[inline(always)]
-fn id_string(s: String, label: &str) -> Res<String> {
+fn id_string<'a>(s: Text<'a>, label: &str) -> Res<Text<'a>> {
     if s.is_empty() || s.len() > MAX_ID_BYTES {
         return reject(format!(
             "field `{label}` must be 1 to {MAX_ID_BYTES} bytes long (it is {})",
@@ -198,14 +188,14 @@ fn opt_int(f: &mut Fields, names: &[Key], label: &str) -> Res<Option<i64>> {
 }
 
 #[inline(always)]
-fn opt_json(f: &mut Fields, names: &[Key], label: &str) -> Res<Option<JsonText>> {
-    Ok(f.take(names, label)?.map(|r| r.text().to_owned()))
+fn opt_json<'a>(f: &mut Fields<'a>, names: &[Key], label: &str) -> Res<Option<Text<'a>>> {
+    Ok(f.take(names, label)?.map(|r| Cow::Borrowed(r.text())))
 }
 
 #[inline(always)]
-fn opt_object(f: &mut Fields, names: &[Key], label: &str) -> Res<Option<JsonText>> {
+fn opt_object<'a>(f: &mut Fields<'a>, names: &[Key], label: &str) -> Res<Option<Text<'a>>> {
     match f.take(names, label)? {
-        Some(r) if r.text().starts_with('{') => Ok(Some(r.text().to_owned())),
+        Some(r) if r.text().starts_with('{') => Ok(Some(Cow::Borrowed(r.text()))),
         Some(_) => reject(format!("field `{label}` must be an object")),
         None => Ok(None),
     }
@@ -250,7 +240,7 @@ fn truncate(s: &str, n: usize) -> &str {
 
 // ---- events ----------------------------------------------------------------------------------
 
-fn event_from_fields<'a>(f: &mut Fields<'a>, run: &mut Option<Fields<'a>>) -> Res<Event> {
+fn event_from_fields<'a>(f: &mut Fields<'a>, run: &mut Option<Fields<'a>>) -> Res<EventRef<'a>> {
     let ty = match f.take(&[Key::Type], "type")? {
         Some(r) => str_of(r, "type")?,
         None => return reject("missing required field `type`"),
@@ -289,7 +279,7 @@ fn event_from_fields<'a>(f: &mut Fields<'a>, run: &mut Option<Fields<'a>>) -> Re
             if run.operation.is_none() {
                 return reject("missing required field `run.operation`");
             }
-            Body::Started { run: Box::new(run) }
+            BodyRef::Started { run: Box::new(run) }
         }
         TypeKind::Progress => {
             let path = req_string(f, &[Key::Path], "path")?;
@@ -310,34 +300,34 @@ fn event_from_fields<'a>(f: &mut Fields<'a>, run: &mut Option<Fields<'a>>) -> Re
                     ))
                 }
             };
-            Body::Progress {
+            BodyRef::Progress {
                 path,
-                value: value.text().to_owned(),
+                value: Cow::Borrowed(value.text()),
                 append,
             }
         }
-        TypeKind::Waiting => Body::Waiting {
+        TypeKind::Waiting => BodyRef::Waiting {
             step_id: req_string(f, &[Key::StepId, Key::StepIdCamel], "step_id")?,
             prompt: opt_string(f, &[Key::Prompt], "prompt")?,
         },
-        TypeKind::Resumed => Body::Resumed {
+        TypeKind::Resumed => BodyRef::Resumed {
             step_id: req_string(f, &[Key::StepId, Key::StepIdCamel], "step_id")?,
             data: opt_json(f, &[Key::Data], "data")?,
         },
-        TypeKind::Completed => Body::Completed {
-            output: opt_json(f, &[Key::Output], "output")?.unwrap_or_else(|| "null".into()),
+        TypeKind::Completed => BodyRef::Completed {
+            output: opt_json(f, &[Key::Output], "output")?.unwrap_or(Cow::Borrowed("null")),
             duration_ms: opt_int(f, &[Key::DurationMs, Key::DurationMsCamel], "duration_ms")?,
         },
         TypeKind::Failed => {
             let Some(raw) = f.take(&[Key::Error], "error")? else {
                 return reject("missing required field `error`");
             };
-            Body::Failed {
+            BodyRef::Failed {
                 error: Box::new(error_info(raw, "error")?),
                 duration_ms: opt_int(f, &[Key::DurationMs, Key::DurationMsCamel], "duration_ms")?,
             }
         }
-        TypeKind::Cancelled => Body::Cancelled {
+        TypeKind::Cancelled => BodyRef::Cancelled {
             reason: opt_string(f, &[Key::Reason], "reason")?,
         },
         TypeKind::Doc(change) => {
@@ -345,7 +335,7 @@ fn event_from_fields<'a>(f: &mut Fields<'a>, run: &mut Option<Fields<'a>>) -> Re
             let name = req_string(f, &[Key::Name], "name")?;
             let data = opt_object(f, &[Key::Data], "data")?;
             let before = opt_object(f, &[Key::Before], "before")?;
-            Body::Doc {
+            BodyRef::Doc {
                 change,
                 doctype,
                 name,
@@ -354,12 +344,12 @@ fn event_from_fields<'a>(f: &mut Fields<'a>, run: &mut Option<Fields<'a>>) -> Re
             }
         }
     };
-    Ok(Event {
+    Ok(EventRef {
         ts_ms,
         run_id,
         id,
         body,
-        extra: f.rest(),
+        extra: f.rest().map(Cow::Owned),
     })
 }
 
@@ -393,10 +383,10 @@ impl TypeKind {
 }
 
 /// `error`: an object with a string `message` (plus `code`, `stack`), or a plain string.
-fn error_info(raw: Raw, label: &str) -> Res<ErrorInfo> {
+fn error_info<'a>(raw: Raw<'a>, label: &str) -> Res<ErrorInfoRef<'a>> {
     if raw.text().starts_with('"') {
-        return Ok(ErrorInfo {
-            message: string_of(raw, label)?,
+        return Ok(ErrorInfoRef {
+            message: str_of(raw, label)?,
             code: None,
             stack: None,
             extra: None,
@@ -410,32 +400,35 @@ fn error_info(raw: Raw, label: &str) -> Res<ErrorInfo> {
         ));
     }
     let message = match f.take(&[Key::Message], "message")? {
-        Some(r) => string_of(r, &format!("{label}.message"))?,
+        Some(r) => str_of(r, &format!("{label}.message"))?,
         None => return reject(format!("missing required field `{label}.message`")),
     };
-    Ok(ErrorInfo {
+    Ok(ErrorInfoRef {
         message,
         code: opt_json(f, &[Key::Code], &format!("{label}.code"))?,
         stack: opt_string(f, &[Key::Stack], &format!("{label}.stack"))?,
-        extra: f.rest(),
+        extra: f.rest().map(Cow::Owned),
     })
 }
 
 /// Values taken out of a checkpoint's `run` object besides the context fields.
 #[derive(Default)]
 struct CheckpointExtras<'a> {
-    id: Option<String>,
-    status: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
+    status: Option<Text<'a>>,
     timestamp: Option<i64>,
     duration: Option<i64>,
-    output: Option<JsonText>,
-    error: Option<ErrorInfo>,
+    output: Option<Text<'a>>,
+    error: Option<ErrorInfoRef<'a>>,
 }
 
 /// Reads the context fields of a `run` object, resolving every alias. With `checkpoint`, also
 /// takes the context object's own `id`, `status`, `timestamp`, `duration`, `output`, `error`.
 #[inline(always)]
-fn run_fields<'a>(f: &mut Fields<'a>, checkpoint: bool) -> Res<(RunFields, CheckpointExtras<'a>)> {
+fn run_fields<'a>(
+    f: &mut Fields<'a>,
+    checkpoint: bool,
+) -> Res<(RunFieldsRef<'a>, CheckpointExtras<'a>)> {
     let mut extras = CheckpointExtras::default();
     if checkpoint {
         extras.id = opt_string(f, &[Key::Id], "run.id")?;
@@ -464,7 +457,7 @@ fn run_fields<'a>(f: &mut Fields<'a>, checkpoint: bool) -> Res<(RunFields, Check
         o_chain = opt_string(&mut of, &[Key::ChainIdCamel], "run.options.chainId")?;
         o_step_index = opt_int(&mut of, &[Key::StepIndexCamel], "run.options.stepIndex")?;
     }
-    let run = RunFields {
+    let run = RunFieldsRef {
         operation: opt_string(f, &[Key::Operation], "run.operation")?,
         doctype: opt_string(f, &[Key::Doctype, Key::From, Key::Into], "run.doctype")?,
         template: opt_string(f, &[Key::Template], "run.template")?,
@@ -483,8 +476,8 @@ fn run_fields<'a>(f: &mut Fields<'a>, checkpoint: bool) -> Res<(RunFields, Check
         step_index: opt_int(f, &[Key::StepIndex, Key::StepIndexCamel], "run.step_index")?
             .or(o_step_index),
         input: opt_json(f, &[Key::Input], "run.input")?,
-        options: options.map(|o| o.text().to_owned()),
-        extra: f.rest(),
+        options: options.map(|o| Cow::Borrowed(o.text())),
+        extra: f.rest().map(Cow::Owned),
     };
     Ok((run, extras))
 }
@@ -492,10 +485,10 @@ fn run_fields<'a>(f: &mut Fields<'a>, checkpoint: bool) -> Res<(RunFields, Check
 fn checkpoint<'a>(
     f: &mut Fields<'a>,
     run: &mut Option<Fields<'a>>,
-    run_id: Option<String>,
+    run_id: Option<Text<'a>>,
     ts: Option<i64>,
-    id: Option<String>,
-) -> Res<Event> {
+    id: Option<Text<'a>>,
+) -> Res<EventRef<'a>> {
     if f.take(&[Key::Run], "run")?.is_none() {
         return reject("missing required field `run`");
     }
@@ -524,24 +517,25 @@ fn checkpoint<'a>(
     }
     let duration_ms =
         opt_int(f, &[Key::DurationMs, Key::DurationMsCamel], "duration_ms")?.or(x.duration);
-    Ok(Event {
+    Ok(EventRef {
         ts_ms,
         run_id,
         id,
-        body: Body::Checkpoint {
+        body: BodyRef::Checkpoint {
             run: Box::new(run),
             status,
             output: x.output,
             error: x.error.map(Box::new),
             duration_ms,
         },
-        extra: f.rest(),
+        extra: f.rest().map(Cow::Owned),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Body;
 
     fn ok(line: &str) -> Event {
         match parse_event(line) {

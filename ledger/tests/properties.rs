@@ -384,7 +384,7 @@ proptest! {
                 let encoded = batches.iter().map(|b| {
                     let mut e = EncodedBatch::default();
                     for ev in b.iter() {
-                        e.push(ev.clone()).unwrap();
+                        e.push(&ev.borrowed()).unwrap();
                     }
                     e
                 });

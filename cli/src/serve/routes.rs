@@ -16,8 +16,9 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use ledger::encode::EncodedBatch;
 use ledger::project::{RunFilter, View};
-use ledger::{Event, Ledger, Outcome};
+use ledger::{EventRef, Ledger, Outcome};
 use serde_json::{json, value::RawValue, Value};
 
 use super::{auth, cors, sse, AppState};
@@ -85,7 +86,8 @@ struct Item {
 }
 
 struct Parsed {
-    events: Vec<Event>,
+    /// The valid events, encoded here (off the writer thread) for the group commit.
+    events: EncodedBatch,
     items: Vec<Item>,
 }
 
@@ -95,15 +97,15 @@ fn parse_body(body: &[u8], json_content: bool, max_event: usize) -> Result<Parse
     let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
     let trimmed = text.trim_start();
     let mut out = Parsed {
-        events: Vec::new(),
+        events: EncodedBatch::default(),
         items: Vec::new(),
     };
-    let mut push = |index: usize, r: Result<Event, ledger::Rejection>| {
+    let mut push = |index: usize, r: Result<EventRef, ledger::Rejection>| {
         let parsed = match r {
-            Ok(ev) => {
-                out.events.push(ev);
-                Ok(out.events.len() - 1)
-            }
+            Ok(ev) => match out.events.push(&ev) {
+                Ok(()) => Ok(out.events.len() - 1),
+                Err(e) => Err(format!("cannot be encoded: {e}")),
+            },
             Err(rej) => Err(rej.0),
         };
         out.items.push(Item { index, parsed });
@@ -112,7 +114,7 @@ fn parse_body(body: &[u8], json_content: bool, max_event: usize) -> Result<Parse
         let raws: Vec<&RawValue> = serde_json::from_str(text)
             .map_err(|e| format!("the body is not a valid JSON array: {e}"))?;
         for (i, raw) in raws.iter().enumerate() {
-            push(i, ledger::parse::parse_event_raw(raw, max_event));
+            push(i, ledger::parse::parse_event_ref(raw.get(), max_event));
         }
     } else if json_content && !trimmed.is_empty() {
         return Err(
@@ -126,7 +128,7 @@ fn parse_body(body: &[u8], json_content: bool, max_event: usize) -> Result<Parse
             if line.trim().is_empty() {
                 continue;
             }
-            push(i, ledger::parse_event_limited(line, max_event));
+            push(i, ledger::parse::parse_event_ref(line, max_event));
         }
     }
     Ok(out)

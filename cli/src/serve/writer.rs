@@ -1,6 +1,7 @@
-//! The writer thread: the only place that appends. Requests hand it their parsed events through
-//! a channel; it drains everything pending into one `Ledger::append` (one durable commit) and
-//! answers each request through its oneshot once that commit is on disk.
+//! The writer thread: the only place that appends. Requests hand it their events, parsed and
+//! encoded, through a channel; it drains everything pending into one `Ledger::append_encoded`
+//! (one durable commit) and answers each request through its oneshot once that commit is on
+//! disk.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use ledger::{Event, Ledger, Outcome};
+use ledger::encode::EncodedBatch;
+use ledger::{Ledger, Outcome};
 use tokio::sync::{oneshot, watch};
 
 use super::metrics::Metrics;
@@ -20,7 +22,7 @@ const MAX_GROUP_EVENTS: usize = 100_000;
 pub type Reply = Result<Vec<Outcome>, String>;
 
 struct Job {
-    events: Vec<Event>,
+    events: EncodedBatch,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -32,7 +34,7 @@ pub struct WriterHandle {
 impl WriterHandle {
     /// Hands `events` to the writer; the receiver yields once they are durable.
     /// `None` when the writer has stopped.
-    pub fn submit(&self, events: Vec<Event>) -> Option<oneshot::Receiver<Reply>> {
+    pub fn submit(&self, events: EncodedBatch) -> Option<oneshot::Receiver<Reply>> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job { events, reply }).ok()?;
         Some(rx)
@@ -95,15 +97,20 @@ fn commit(
     jobs: Vec<Job>,
     total: usize,
 ) {
-    let mut all = Vec::with_capacity(total);
+    let mut all: Option<EncodedBatch> = None;
     let mut parts = Vec::with_capacity(jobs.len());
     for mut j in jobs {
         parts.push((j.events.len(), j.reply));
-        all.append(&mut j.events);
+        match &mut all {
+            None => all = Some(j.events),
+            Some(all) => all.append(&mut j.events),
+        }
     }
+    let mut all = all.unwrap_or_default();
+    debug_assert_eq!(all.len(), total);
     let n = all.len();
     let started = Instant::now();
-    let result = ledger.append(all);
+    let result = ledger.append_encoded(&mut all);
     metrics.observe_commit(started.elapsed(), n);
 
     match result {
