@@ -7,9 +7,12 @@
 //! times.
 //!
 //! On disk a run is split into chunks of [`CHUNK`] pairs (16 KiB), one redb value each, keyed
-//! `run number << 32 | chunk number`. In memory ([`IdIndex`]) each run keeps a Bloom filter of
-//! its hashes and the first hash of each chunk: a lookup reads a chunk only on a Bloom hit (a
-//! stored id, or about 1 % of new ones), so what a commit reads does not grow with the ledger.
+//! `run number << 32 | chunk number`. In memory ([`IdIndex`]) one Bloom filter covers every
+//! stored hash and each run keeps the first hash of each chunk: a lookup reads chunks only on a
+//! Bloom hit (a stored id, or about 1 % of new ones), so what a commit reads does not grow with
+//! the ledger. One filter for all runs, not one per run, so that a lookup probes one block,
+//! not one per run, and merging runs rewrites no filter; it is rebuilt, twice as large, when it
+//! fills.
 //! A hash match is still only a candidate: the caller compares the stored event's id, so a
 //! 64-bit collision never drops an event.
 
@@ -22,9 +25,12 @@ use crate::error::{Error, Result};
 pub(crate) const ENTRY: usize = 16;
 /// Pairs per stored chunk.
 const CHUNK: usize = 1024;
-/// Bloom filter size per pair, in bits, and probes per lookup: about 1 % false positives.
+/// Bloom filter size per pair, in bits, and probes per lookup: about 1 % false positives at
+/// capacity.
 const BLOOM_BITS: usize = 10;
 const PROBES: u64 = 7;
+/// Pairs the Bloom filter is first sized for (small in unit tests, so that they grow it).
+const MIN_BLOOM: usize = if cfg!(test) { 1024 } else { 1 << 20 };
 
 pub(crate) fn hash_id(id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
@@ -58,8 +64,9 @@ fn key(run: u32, chunk: usize) -> u64 {
 }
 
 /// A blocked Bloom filter over 64-bit hashes: every probe of a hash falls in one 64-byte block,
-/// so a lookup costs one cache miss however large the filter (a run of 10 M ids has a 12 MB
-/// filter). The hashes are uniform already; block and bits are derived from them.
+/// so a lookup costs one cache miss however large the filter (10 M ids take 12 MB). The hashes
+/// are uniform already; block and bits are derived from them.
+#[derive(Default)]
 struct Bloom {
     blocks: Vec<[u64; 8]>,
 }
@@ -89,21 +96,28 @@ impl Bloom {
             words[usize::from(b / 64)] |= 1u64 << (b % 64);
         }
     }
+    /// Inserts the hash of every pair of `chunk` (encoded pairs).
+    fn insert_all(&mut self, chunk: &[u8]) {
+        for i in 0..chunk.len() / ENTRY {
+            self.insert(entry_at(chunk, i).0);
+        }
+    }
     fn contains(&self, h: u64) -> bool {
         let (block, bits) = self.probes(h);
-        let words = &self.blocks[block];
+        let Some(words) = self.blocks.get(block) else {
+            return false; // an empty filter (nothing stored yet)
+        };
         bits.iter()
             .all(|&b| words[usize::from(b / 64)] & (1u64 << (b % 64)) != 0)
     }
 }
 
-/// One sorted run: where its chunks are and what they may hold.
+/// One sorted run: where its chunks are and the hashes they start with.
 struct Run {
     no: u32,
     len: usize,
     /// The first hash of each chunk.
     fences: Vec<u64>,
-    bloom: Bloom,
 }
 
 /// Pairs merged within one commit at most: a larger merge advances a step per commit, so that
@@ -116,14 +130,19 @@ const MERGE_PACE: usize = 16;
 /// Key of the marker naming the run a large merge is writing (incomplete until the marker goes).
 const MERGING: u64 = u64::MAX;
 
-/// The in-memory side of the id set: one entry per complete run, oldest first, and the large
-/// merge in progress, if any. It is changed in place before the commit; a failed append drops
-/// it, and the next append loads it again from the file.
+/// The in-memory side of the id set: one entry per complete run, oldest first, the large
+/// merge in progress, if any, and the Bloom filter of every stored hash. It is changed in place
+/// before the commit; a failed append drops it, and the next append loads it again from the
+/// file.
 #[derive(Default)]
 pub(crate) struct IdIndex {
     runs: Vec<Arc<Run>>,
     merge: Option<Merge>,
     next_no: u32,
+    bloom: Bloom,
+    /// Hashes in `bloom`, and how many it is sized for.
+    bloomed: usize,
+    bloom_capacity: usize,
 }
 
 /// Two adjacent runs being merged into run `out`, step by step. Lookups keep using the inputs
@@ -142,7 +161,6 @@ struct Merge {
     carry: Vec<u8>,
     written: usize,
     fences: Vec<u64>,
-    bloom: Bloom,
 }
 
 impl IdIndex {
@@ -191,6 +209,12 @@ impl IdIndex {
         }
         .checked_add(1)
         .ok_or_else(|| Error::Storage("id set: run numbers exhausted".into()))?;
+        let bloomed: usize = runs.iter().map(|(_, bytes)| bytes.len() / ENTRY).sum();
+        let bloom_capacity = (2 * bloomed).max(MIN_BLOOM);
+        let mut bloom = Bloom::with_capacity(bloom_capacity);
+        for (_, bytes) in &runs {
+            bloom.insert_all(bytes);
+        }
         let runs = runs
             .into_iter()
             .map(|(no, bytes)| Arc::new(Run::describe(no, &bytes)))
@@ -199,6 +223,9 @@ impl IdIndex {
             runs,
             merge: None,
             next_no,
+            bloom,
+            bloomed,
+            bloom_capacity,
         })
     }
 
@@ -210,18 +237,18 @@ impl IdIndex {
         sorted: &[u64],
     ) -> Result<Vec<(usize, u64)>> {
         let mut out = Vec::new();
-        for run in &self.runs {
-            // The chunk read last: sorted hashes often fall in the same one.
-            let mut cached: Option<(usize, Vec<u8>)> = None;
-            for (pos, &h) in sorted.iter().enumerate() {
-                if !run.bloom.contains(h) {
-                    continue;
-                }
+        // The chunk of each run read last: sorted hashes often fall in the same one.
+        let mut cache: Vec<Option<(usize, Vec<u8>)>> = vec![None; self.runs.len()];
+        for (pos, &h) in sorted.iter().enumerate() {
+            if !self.bloom.contains(h) {
+                continue;
+            }
+            for (run, cached) in self.runs.iter().zip(&mut cache) {
                 // Equal hashes may run over from the chunk before the first fence >= h.
                 let mut c = run.fences.partition_point(|&f| f < h).saturating_sub(1);
                 while c < run.fences.len() && run.fences[c] <= h {
                     if cached.as_ref().is_none_or(|(n, _)| *n != c) {
-                        cached = Some((c, read_chunk(table, run.no, c)?));
+                        *cached = Some((c, read_chunk(table, run.no, c)?));
                     }
                     let Some((_, chunk)) = cached.as_ref() else {
                         break;
@@ -265,6 +292,9 @@ impl IdIndex {
             let NewRun { bytes, mut run } = new;
             run.no = self.take_no()?;
             write_chunks(table, run.no, &bytes)?;
+            self.make_room(table, added)?;
+            self.bloom.insert_all(&bytes);
+            self.bloomed += added;
             self.runs.push(Arc::new(run));
         }
         // The newest adjacent pair where the older run is no larger than the newer.
@@ -297,6 +327,29 @@ impl IdIndex {
         Ok(())
     }
 
+    /// Rebuilds the Bloom filter, twice as large as it needs to be, when `more` hashes would
+    /// overfill it: from the stored runs (the inputs of a merge in progress hold every pair its
+    /// output does).
+    fn make_room(&mut self, table: &Table<u64, &'static [u8]>, more: usize) -> Result<()> {
+        if self.bloomed + more <= self.bloom_capacity {
+            return Ok(());
+        }
+        let capacity = (2 * (self.bloomed + more)).max(MIN_BLOOM);
+        let mut bloom = Bloom::with_capacity(capacity);
+        let mut bloomed = 0;
+        for run in &self.runs {
+            for item in table.range(key(run.no, 0)..=key(run.no, u32::MAX as usize))? {
+                let (_, chunk) = item?;
+                bloom.insert_all(chunk.value());
+                bloomed += chunk.value().len() / ENTRY;
+            }
+        }
+        self.bloom = bloom;
+        self.bloomed = bloomed;
+        self.bloom_capacity = capacity;
+        Ok(())
+    }
+
     fn take_no(&mut self) -> Result<u32> {
         let no = self.next_no;
         self.next_no = no
@@ -323,7 +376,6 @@ impl IdIndex {
             no: m.out,
             len: m.older.len + m.newer.len,
             fences: m.fences,
-            bloom: m.bloom,
         });
         self.runs.retain(|r| r.no != m.newer.no);
         match self.runs.iter().position(|r| r.no == m.older.no) {
@@ -336,7 +388,6 @@ impl IdIndex {
 
 impl Merge {
     fn new(older: Arc<Run>, newer: Arc<Run>, out: u32) -> Merge {
-        let bloom = Bloom::with_capacity(older.len + newer.len);
         Merge {
             older,
             newer,
@@ -348,7 +399,6 @@ impl Merge {
             carry: Vec::with_capacity(CHUNK * ENTRY),
             written: 0,
             fences: Vec::new(),
-            bloom,
         }
     }
 
@@ -376,7 +426,6 @@ impl Merge {
             if self.carry.is_empty() {
                 self.fences.push(take.0);
             }
-            self.bloom.insert(take.0);
             self.carry.extend_from_slice(&take.0.to_be_bytes());
             self.carry.extend_from_slice(&take.1.to_be_bytes());
             if self.carry.len() == CHUNK * ENTRY {
@@ -437,26 +486,16 @@ fn read_chunk(
 impl Run {
     fn describe(no: u32, bytes: &[u8]) -> Run {
         let len = bytes.len() / ENTRY;
-        let mut bloom = Bloom::with_capacity(len);
-        let mut fences = Vec::with_capacity(len.div_ceil(CHUNK));
-        for i in 0..len {
-            let (h, _) = entry_at(bytes, i);
-            if i % CHUNK == 0 {
-                fences.push(h);
-            }
-            bloom.insert(h);
-        }
-        Run {
-            no,
-            len,
-            fences,
-            bloom,
-        }
+        let fences = (0..len)
+            .step_by(CHUNK)
+            .map(|i| entry_at(bytes, i).0)
+            .collect();
+        Run { no, len, fences }
     }
 }
 
-/// A run of new pairs, sorted, encoded and described (Bloom filter, fences): the part of adding
-/// a run that needs no storage, done off the writer's path.
+/// A run of new pairs, sorted, encoded and described (fences): the part of adding a run that
+/// needs no storage, done off the writer's path.
 pub(crate) struct NewRun {
     bytes: Vec<u8>,
     /// Its number is given when it is stored.
@@ -589,6 +628,10 @@ mod tests {
             .collect();
         let index = add(&db, IdIndex::default(), &runs);
         assert!(index.runs.len() < runs.len(), "runs were merged");
+        assert!(
+            index.bloom_capacity > MIN_BLOOM,
+            "the Bloom filter was rebuilt larger"
+        );
         let stored: Vec<(u64, u64)> = runs.concat();
         let hashes: Vec<u64> = stored.iter().map(|p| p.0).collect();
         let mut want = stored.clone();
