@@ -443,3 +443,52 @@ proptest! {
         prop_assert!(report.ok(), "{:?}", report.problems);
     }
 }
+
+/// `state --at` past the first checkpoints of the active set (every `CHECKPOINT_EVERY`
+/// events), which start its scan and bound its walk over completions, answers as a prefix
+/// ledger does: just before, at and after a checkpoint, and between two.
+#[test]
+fn state_across_checkpoints_equals_a_prefix_ledger() {
+    let every = ledger::project::CHECKPOINT_EVERY as usize;
+    let cfg = ledger::workload::config_for_events(5, 2 * every as u64 + 4_000);
+    let events = distinct(
+        ndjson_lines(&cfg)
+            .iter()
+            .map(|l| ledger::parse_event(l).expect("workload line"))
+            .collect(),
+    );
+    assert!(events.len() > 2 * every, "{} events", events.len());
+    let full = build(
+        &events,
+        &[events.len() / 3, events.len() - events.len() / 3],
+        true,
+    );
+    for cut in [
+        every - 1,
+        every,
+        every + 1,
+        every + every / 2,
+        2 * every + 7,
+    ] {
+        let prefix = build(&events[..cut], &[cut], false);
+        let then = full
+            .ledger
+            .view(Some(cut as u64))
+            .unwrap()
+            .state_json()
+            .unwrap();
+        let fresh = prefix.ledger.view(None).unwrap().state_json().unwrap();
+        assert!(
+            then["current_run"].is_object(),
+            "as of {cut}: no current run"
+        );
+        assert_eq!(
+            then["current_run"]["run_id"], fresh["current_run"]["run_id"],
+            "current run as of seq {cut}"
+        );
+        assert!(
+            then == fresh,
+            "state as of seq {cut} differs from the prefix ledger's"
+        );
+    }
+}

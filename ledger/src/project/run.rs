@@ -129,6 +129,38 @@ impl ArchivedRunState {
     }
 }
 
+/// What an event does to whether its run is active: starts it (`start_seq` is the smallest seq
+/// of such an event), ends it (`terminal_seq`), or neither. The fold's `mark_start` and
+/// `terminal` calls follow this (a test checks every kind of event), so `state --at` can tell
+/// from a scan of the log which runs ended without reading them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Starts,
+    Ends,
+    Neither,
+}
+
+impl Lifecycle {
+    pub fn of(body: &ArchivedBody) -> Lifecycle {
+        match body {
+            ArchivedBody::Started { .. } => Lifecycle::Starts,
+            ArchivedBody::Checkpoint { status, .. } => match status.get() {
+                CheckpointStatus::Pending | CheckpointStatus::Running => Lifecycle::Starts,
+                CheckpointStatus::Completed
+                | CheckpointStatus::Failed
+                | CheckpointStatus::Cancelled => Lifecycle::Ends,
+            },
+            ArchivedBody::Completed { .. }
+            | ArchivedBody::Failed { .. }
+            | ArchivedBody::Cancelled { .. } => Lifecycle::Ends,
+            ArchivedBody::Progress { .. }
+            | ArchivedBody::Waiting { .. }
+            | ArchivedBody::Resumed { .. }
+            | ArchivedBody::Doc { .. } => Lifecycle::Neither,
+        }
+    }
+}
+
 /// Started at or before `seq` and not ended by then.
 fn is_active_at(start_seq: Option<u64>, terminal_seq: Option<u64>, seq: u64) -> bool {
     start_seq.is_some_and(|s| s <= seq) && terminal_seq.is_none_or(|t| t > seq)
@@ -477,4 +509,41 @@ fn error_json(e: &ArchivedErrorInfo) -> JsonText {
         }
     }
     Value::Object(m).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`Lifecycle::of`] says what the fold does: one event alone sets `start_seq` exactly when
+    /// it starts the run and `terminal_seq` exactly when it ends it.
+    #[test]
+    fn lifecycle_agrees_with_the_fold() {
+        let cfg = crate::workload::WorkloadConfig::new(3, 30);
+        let mut lines = crate::workload::ndjson_lines(&cfg);
+        for status in ["pending", "running", "completed", "failed", "cancelled"] {
+            lines.push(format!(
+                r#"{{"type":"run.checkpoint","run":{{"id":"c","status":"{status}","operation":"select","timestamp":1763700000000,"error":"e"}}}}"#
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, line) in lines.iter().enumerate() {
+            let event = crate::parse_event(line).unwrap();
+            let stored = crate::StoredEvent {
+                seq: i as u64 + 1,
+                ingested_ms: 0,
+                event,
+            };
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&stored).unwrap();
+            let archived = crate::block::access(stored.seq, &bytes).unwrap();
+            let mut folder = Folder::new(&stored.event.run_id);
+            folder.apply(archived);
+            let s = folder.finish();
+            let kind = Lifecycle::of(&archived.event.body);
+            seen.insert(format!("{kind:?}"));
+            assert_eq!(s.start_seq.is_some(), kind == Lifecycle::Starts, "{line}");
+            assert_eq!(s.terminal_seq.is_some(), kind == Lifecycle::Ends, "{line}");
+        }
+        assert_eq!(seen.len(), 3);
+    }
 }

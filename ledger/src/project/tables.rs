@@ -12,6 +12,8 @@
 //! | `completions` | (ts ms, seq) | run id | `current_run` |
 //! | `active` | run id | `()` | active runs now |
 //! | `active_at` | seq (multiple of [`CHECKPOINT_EVERY`]) | run ids, `\n`-separated | `state --at` |
+//! | `completions_max_at` | seq (multiple of [`CHECKPOINT_EVERY`]) | greatest `completions` key of seq ≤ it | `state --at` |
+//! | `completions_max` | `()` | greatest `completions` key so far | the next checkpoint |
 
 use redb::{ReadableTable, TableDefinition};
 
@@ -23,7 +25,7 @@ pub const CHECKPOINT_EVERY: u64 = 65_536;
 
 /// Layout version of the projection tables and of `RunState`; a mismatch on open makes the
 /// projections rebuild from the log.
-pub const PROJECTION_VERSION: u64 = 3;
+pub const PROJECTION_VERSION: u64 = 4;
 
 pub(crate) const PROJ_META: TableDefinition<&str, u64> = TableDefinition::new("proj_meta");
 pub(crate) const PROJ_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("proj_log");
@@ -37,6 +39,13 @@ pub(crate) const COMPLETIONS: TableDefinition<(i64, u64), &str> =
     TableDefinition::new("completions");
 pub(crate) const ACTIVE: TableDefinition<&str, ()> = TableDefinition::new("active");
 pub(crate) const ACTIVE_AT: TableDefinition<u64, &[u8]> = TableDefinition::new("active_at");
+/// `current_run` as of seq N walks `completions` down from the greatest key of a completion
+/// with seq ≤ N; without this bound it first skipped every later completion (half the table
+/// for a seq halfway through the log: 140 ms at 10 M events).
+pub(crate) const COMPLETIONS_MAX_AT: TableDefinition<u64, (i64, u64)> =
+    TableDefinition::new("completions_max_at");
+pub(crate) const COMPLETIONS_MAX: TableDefinition<(), (i64, u64)> =
+    TableDefinition::new("completions_max");
 
 /// One change of a record as `doc_events` stores it: all that `trace` shows of it, so a trace
 /// reads no log block (a 64 KiB value per change, cold at 10 M events).
@@ -65,6 +74,8 @@ pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
     tx.open_table(COMPLETIONS)?;
     tx.open_table(ACTIVE)?;
     tx.open_table(ACTIVE_AT)?;
+    tx.open_table(COMPLETIONS_MAX_AT)?;
+    tx.open_table(COMPLETIONS_MAX)?;
     Ok(())
 }
 
@@ -79,5 +90,7 @@ pub(crate) fn drop_all(tx: &redb::WriteTransaction) -> Result<()> {
     tx.delete_table(COMPLETIONS)?;
     tx.delete_table(ACTIVE)?;
     tx.delete_table(ACTIVE_AT)?;
+    tx.delete_table(COMPLETIONS_MAX_AT)?;
+    tx.delete_table(COMPLETIONS_MAX)?;
     create_all(tx)
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::out::{to_value, NodeSummary, ShowAnswer, StateAnswer, TreeAnswer, TreeNode};
 use super::projector::{applied_in, fold_until, sort_key};
-use super::run::{ArchivedRunState, RunState, Status};
+use super::run::{ArchivedRunState, Lifecycle, RunState, Status};
 use super::tables::*;
 use crate::error::{Error, Result};
 use crate::event::ArchivedBody;
@@ -30,6 +30,7 @@ pub struct View {
     children: ReadOnlyTable<(&'static str, &'static str), u64>,
     docs: ReadOnlyTable<(&'static str, &'static str, u64), &'static [u8]>,
     completions: ReadOnlyTable<(i64, u64), &'static str>,
+    completions_max_at: ReadOnlyTable<u64, (i64, u64)>,
     active: ReadOnlyTable<&'static str, ()>,
     active_at: ReadOnlyTable<u64, &'static [u8]>,
     at: u64,
@@ -103,6 +104,7 @@ impl Ledger {
             children: tx.open_table(CHILDREN)?,
             docs: tx.open_table(DOC_EVENTS)?,
             completions: tx.open_table(COMPLETIONS)?,
+            completions_max_at: tx.open_table(COMPLETIONS_MAX_AT)?,
             active: tx.open_table(ACTIVE)?,
             active_at: tx.open_table(ACTIVE_AT)?,
             reader,
@@ -595,7 +597,10 @@ impl View {
             }
             return Ok(ids);
         }
-        // Nearest checkpoint at or before `at`, then the events after it.
+        // Nearest checkpoint at or before `at`, then the events after it. A run active at the
+        // checkpoint is still active unless an event in between ends it; a run started in
+        // between is active unless one ends it — or one before the checkpoint did (a start
+        // arriving after its end, or a restart), which only its stored row tells.
         let (from, base): (u64, Vec<String>) =
             match self.active_at.range(..=self.at)?.next_back().transpose()? {
                 Some((k, v)) => (
@@ -607,19 +612,26 @@ impl View {
                 ),
                 None => (0, Vec::new()),
             };
-        let mut candidates: HashSet<String> = base.into_iter().collect();
+        let base: HashSet<String> = base.into_iter().collect();
+        let mut started: HashSet<String> = HashSet::new();
+        let mut ended: HashSet<String> = HashSet::new();
         self.reader.scan(from + 1, self.at, |_, ev| {
-            if matches!(
-                ev.event.body,
-                ArchivedBody::Started { .. } | ArchivedBody::Checkpoint { .. }
-            ) {
-                candidates.insert(ev.event.run_id.to_string());
+            let id = ev.event.run_id.as_str();
+            match Lifecycle::of(&ev.event.body) {
+                Lifecycle::Starts if !base.contains(id) => {
+                    started.insert(id.to_owned());
+                }
+                Lifecycle::Ends => {
+                    ended.insert(id.to_owned());
+                }
+                _ => {}
             }
             Ok(true)
         })?;
-        for id in candidates {
-            // start_seq and terminal_seq never change once set, so the current row decides;
-            // it is read in place (no decoding of the run's payloads).
+        ids.extend(base.into_iter().filter(|id| !ended.contains(id)));
+        for id in started.into_iter().filter(|id| !ended.contains(id)) {
+            // start_seq and terminal_seq never change once set (later events have larger
+            // seqs), so the current row decides; it is read in place (no decoding).
             if let Some(v) = self.runs.get(id.as_str())? {
                 if stored_run(v.value())?.is_active_at(self.at) {
                     ids.push(id);
@@ -634,17 +646,20 @@ impl View {
     pub fn state(&self) -> Result<StateAnswer> {
         let mut active_runs = Vec::new();
         let mut active_pipelines: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut ids = self.active_ids()?;
-        ids.sort();
         // Parents as of `at`, shared by every active run of a pipeline: each ancestor is read
-        // (and, as of an earlier seq, folded) once.
+        // (and, as of an earlier seq, folded) once — the active runs' own first.
         let mut parents: HashMap<String, Option<String>> = HashMap::new();
-        for id in ids {
+        for id in self.active_ids()? {
             let Some(r) = self.run(&id)? else { continue };
-            parents.insert(id.clone(), r.fields.parent_run_id.clone());
-            let root = self.root_of(&id, &mut parents)?;
-            active_pipelines.entry(root).or_default().push(id);
+            parents.insert(id, r.fields.parent_run_id.clone());
             active_runs.push(r);
+        }
+        for r in &active_runs {
+            let root = self.root_of(&r.run_id, &mut parents)?;
+            active_pipelines
+                .entry(root)
+                .or_default()
+                .push(r.run_id.clone());
         }
         Ok(StateAnswer {
             at_seq: self.at,
@@ -691,7 +706,22 @@ impl View {
 
     /// The latest completed top-level run whose operation is a CRUD one.
     pub fn current_run(&self) -> Result<Option<RunState>> {
-        for item in self.completions.iter()?.rev() {
+        // Completions with seq ≤ `at` have keys no greater than the first checkpoint's bound
+        // at or after `at`: only those between the two are skipped (past the last checkpoint,
+        // the completions since it).
+        let bound = if self.at >= self.applied {
+            None
+        } else {
+            self.completions_max_at
+                .range(self.at..)?
+                .next()
+                .transpose()?
+        };
+        let candidates = match bound {
+            Some((_, max)) => self.completions.range(..=max.value())?,
+            None => self.completions.range::<(i64, u64)>(..)?,
+        };
+        for item in candidates.rev() {
             let (k, v) = item?;
             let (_, seq) = k.value();
             if seq > self.at {
