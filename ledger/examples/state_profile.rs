@@ -1,6 +1,7 @@
 //! Where `state --at` spends its time: for random seqs, the active set, the current run and the
 //! whole answer, each timed. `cargo run --release -p runledger-ledger --example state_profile --
 //! DB [QUERIES | @SEQ]`
+use std::io::Write;
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,16 +40,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rows.push((whole, active, current, at, ids.len(), bytes));
     }
     rows.sort();
-    println!("whole_ms active_ids_ms current_run_ms at active answer_bytes");
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "whole_ms active_ids_ms current_run_ms at active answer_bytes"
+    )?;
     for (whole, active, current, at, n, bytes) in rows.iter().rev().take(15) {
-        println!(
+        writeln!(
+            out,
             "{:8.1} {:8.1} {:8.1} {at:>9} {n:>6} {bytes:>9}",
             whole.as_secs_f64() * 1e3,
             active.as_secs_f64() * 1e3,
             current.as_secs_f64() * 1e3
-        );
+        )?;
     }
     let p50 = rows[rows.len() / 2].0.as_secs_f64() * 1e3;
-    println!("p50 whole {p50:.1} ms over {} queries", rows.len());
+    writeln!(out, "p50 whole {p50:.1} ms over {} queries", rows.len())?;
     Ok(())
 }
