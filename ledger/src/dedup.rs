@@ -63,6 +63,11 @@ fn key(run: u32, chunk: usize) -> u64 {
     (u64::from(run) << 32) | chunk as u64
 }
 
+/// The keys of every chunk of run `run`.
+fn chunk_keys(run: u32) -> std::ops::RangeInclusive<u64> {
+    key(run, 0)..=key(run, u32::MAX as usize)
+}
+
 /// A blocked Bloom filter over 64-bit hashes: every probe of a hash falls in one 64-byte block,
 /// so a lookup costs one cache miss however large the filter (10 M ids take 12 MB). The hashes
 /// are uniform already; block and bits are derived from them.
@@ -177,7 +182,7 @@ impl IdIndex {
         };
         if let Some(no) = partial {
             let keys: Vec<u64> = table
-                .range(key(no, 0)..=key(no, u32::MAX as usize))?
+                .range(chunk_keys(no))?
                 .map(|item| item.map(|(k, _)| k.value()))
                 .collect::<std::result::Result<_, _>>()?;
             for k in keys {
@@ -338,7 +343,7 @@ impl IdIndex {
         let mut bloom = Bloom::with_capacity(capacity);
         let mut bloomed = 0;
         for run in &self.runs {
-            for item in table.range(key(run.no, 0)..=key(run.no, u32::MAX as usize))? {
+            for item in table.range(chunk_keys(run.no))? {
                 let (_, chunk) = item?;
                 bloom.insert_all(chunk.value());
                 bloomed += chunk.value().len() / ENTRY;
@@ -525,7 +530,7 @@ fn write_run(table: &mut Table<u64, &'static [u8]>, no: u32, bytes: &[u8]) -> Re
 
 fn read_run(table: &Table<u64, &'static [u8]>, run: &Run) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(run.len * ENTRY);
-    for item in table.range(key(run.no, 0)..=key(run.no, u32::MAX as usize))? {
+    for item in table.range(chunk_keys(run.no))? {
         out.extend_from_slice(item?.1.value());
     }
     Ok(out)

@@ -492,3 +492,32 @@ fn state_across_checkpoints_equals_a_prefix_ledger() {
         );
     }
 }
+
+/// The bound a checkpoint keeps for `current_run` covers completions of earlier batches too:
+/// here the latest completion by time arrives first, and every completion of the batch that
+/// ends at the checkpoint is older.
+#[test]
+fn current_run_as_of_a_seq_finds_a_completion_older_than_the_checkpoints_batch() {
+    let every = ledger::project::CHECKPOINT_EVERY as usize;
+    let ev = |line: String| ledger::parse_event(&line).expect("test line");
+    let late = 1_900_000_000_000i64;
+    let mut events = vec![
+        ev(format!(
+            r#"{{"type":"run.started","id":"s","run_id":"late","ts":{late},"run":{{"operation":"select"}}}}"#
+        )),
+        ev(format!(
+            r#"{{"type":"run.completed","id":"c","run_id":"late","ts":{}}}"#,
+            late + 1
+        )),
+    ];
+    for i in 0..every + 8 {
+        events.push(ev(format!(
+            r#"{{"type":"run.checkpoint","id":"k{i}","run":{{"id":"ui-{i}","status":"completed","operation":"update","timestamp":{}}}}}"#,
+            1_763_700_000_000i64 + i as i64
+        )));
+    }
+    let db = build(&events, &[every / 2, events.len() - every / 2], true);
+    let at = every as u64 - 3;
+    let then = db.ledger.view(Some(at)).unwrap().state_json().unwrap();
+    assert_eq!(then["current_run"]["run_id"], "late", "as of seq {at}");
+}

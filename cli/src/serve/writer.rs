@@ -86,7 +86,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        commit(ledger, metrics, head_tx, jobs, total);
+        commit(ledger, metrics, head_tx, jobs);
     }
 }
 
@@ -95,7 +95,6 @@ fn commit(
     metrics: &Metrics,
     head_tx: &watch::Sender<ledger::Head>,
     jobs: Vec<Job>,
-    total: usize,
 ) {
     let mut all: Option<EncodedBatch> = None;
     let mut parts = Vec::with_capacity(jobs.len());
@@ -107,7 +106,6 @@ fn commit(
         }
     }
     let mut all = all.unwrap_or_default();
-    debug_assert_eq!(all.len(), total);
     let n = all.len();
     let started = Instant::now();
     let result = ledger.append_encoded(&mut all);

@@ -168,10 +168,11 @@ struct Plan {
     /// (doctype, name, seq, encoded [`DocRecord`]).
     docs: Vec<(String, String, u64, Vec<u8>)>,
     completions: Vec<(i64, u64, String)>,
-    /// The greatest `completions` key after the batch, if any.
-    completions_max: Option<(i64, u64)>,
     /// The active set after the batch, when `to` is a checkpoint.
     active_at: Option<Vec<u8>>,
+    /// The greatest `completions` key after the batch, when `to` is a checkpoint and some run
+    /// has completed.
+    completions_max_at: Option<(i64, u64)>,
 }
 
 struct RunWrite {
@@ -280,14 +281,18 @@ fn plan_batch(reader: &LogReader, tx: &redb::ReadTransaction, from: u64, to: u64
     }
     b.docs.sort_unstable();
 
-    let before = tx.open_table(COMPLETIONS_MAX)?.get(())?.map(|v| v.value());
-    let completions_max = b
-        .completions
-        .iter()
-        .map(|&(ts, seq, _)| (ts, seq))
-        .chain(before)
-        .max();
-    let active_at = if to % CHECKPOINT_EVERY == 0 {
+    let checkpoint = to % CHECKPOINT_EVERY == 0;
+    let completions_max_at = if checkpoint {
+        let before = tx.open_table(COMPLETIONS)?.last()?.map(|(k, _)| k.value());
+        b.completions
+            .iter()
+            .map(|&(ts, seq, _)| (ts, seq))
+            .chain(before)
+            .max()
+    } else {
+        None
+    };
+    let active_at = if checkpoint {
         let mut set = std::collections::BTreeSet::new();
         for item in tx.open_table(ACTIVE)?.iter()? {
             set.insert(item?.0.value().to_owned());
@@ -316,8 +321,8 @@ fn plan_batch(reader: &LogReader, tx: &redb::ReadTransaction, from: u64, to: u64
         links,
         docs: b.docs,
         completions: b.completions,
-        completions_max,
         active_at,
+        completions_max_at,
     })
 }
 
@@ -361,15 +366,12 @@ fn write_batch(tx: &WriteTransaction, plan: &Plan) -> Result<()> {
     for (ts, seq, run_id) in &plan.completions {
         completions.insert((*ts, *seq), run_id.as_str())?;
     }
-    if let Some(max) = plan.completions_max {
-        tx.open_table(COMPLETIONS_MAX)?.insert((), max)?;
-    }
     if let Some(ids) = &plan.active_at {
         tx.open_table(ACTIVE_AT)?.insert(plan.to, ids.as_slice())?;
-        // No entry while nothing has completed: `current_run` finds nothing below it either.
-        if let Some(max) = plan.completions_max {
-            tx.open_table(COMPLETIONS_MAX_AT)?.insert(plan.to, max)?;
-        }
+    }
+    // No entry while nothing has completed: `current_run` finds nothing below it either.
+    if let Some(max) = plan.completions_max_at {
+        tx.open_table(COMPLETIONS_MAX_AT)?.insert(plan.to, max)?;
     }
     meta.insert("applied", plan.to)?;
     tx.open_table(PROJ_LOG)?

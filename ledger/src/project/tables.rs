@@ -13,7 +13,6 @@
 //! | `active` | run id | `()` | active runs now |
 //! | `active_at` | seq (multiple of [`CHECKPOINT_EVERY`]) | run ids, `\n`-separated | `state --at` |
 //! | `completions_max_at` | seq (multiple of [`CHECKPOINT_EVERY`]) | greatest `completions` key of seq ≤ it | `state --at` |
-//! | `completions_max` | `()` | greatest `completions` key so far | the next checkpoint |
 
 use redb::{ReadableTable, TableDefinition};
 
@@ -44,8 +43,6 @@ pub(crate) const ACTIVE_AT: TableDefinition<u64, &[u8]> = TableDefinition::new("
 /// for a seq halfway through the log: 140 ms at 10 M events).
 pub(crate) const COMPLETIONS_MAX_AT: TableDefinition<u64, (i64, u64)> =
     TableDefinition::new("completions_max_at");
-pub(crate) const COMPLETIONS_MAX: TableDefinition<(), (i64, u64)> =
-    TableDefinition::new("completions_max");
 
 /// One change of a record as `doc_events` stores it: all that `trace` shows of it, so a trace
 /// reads no log block (a 64 KiB value per change, cold at 10 M events).
@@ -75,7 +72,6 @@ pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
     tx.open_table(ACTIVE)?;
     tx.open_table(ACTIVE_AT)?;
     tx.open_table(COMPLETIONS_MAX_AT)?;
-    tx.open_table(COMPLETIONS_MAX)?;
     Ok(())
 }
 
@@ -91,6 +87,5 @@ pub(crate) fn drop_all(tx: &redb::WriteTransaction) -> Result<()> {
     tx.delete_table(ACTIVE)?;
     tx.delete_table(ACTIVE_AT)?;
     tx.delete_table(COMPLETIONS_MAX_AT)?;
-    tx.delete_table(COMPLETIONS_MAX)?;
     create_all(tx)
 }

@@ -601,7 +601,7 @@ impl View {
         // checkpoint is still active unless an event in between ends it; a run started in
         // between is active unless one ends it — or one before the checkpoint did (a start
         // arriving after its end, or a restart), which only its stored row tells.
-        let (from, base): (u64, Vec<String>) =
+        let (from, base): (u64, HashSet<String>) =
             match self.active_at.range(..=self.at)?.next_back().transpose()? {
                 Some((k, v)) => (
                     k.value(),
@@ -610,9 +610,8 @@ impl View {
                         .map(str::to_owned)
                         .collect(),
                 ),
-                None => (0, Vec::new()),
+                None => (0, HashSet::new()),
             };
-        let base: HashSet<String> = base.into_iter().collect();
         let mut started: HashSet<String> = HashSet::new();
         let mut ended: HashSet<String> = HashSet::new();
         self.reader.scan(from + 1, self.at, |_, ev| {
