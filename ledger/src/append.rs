@@ -25,7 +25,7 @@ use crate::dedup::{IdIndex, NewRun};
 use crate::encode::{EncodedBatch, Repeats};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::log::{Head, Ledger, Outcome, BLOCKS, IDS, META};
+use crate::log::{encode_head, Head, Ledger, Outcome, BLOCKS, IDS, META};
 
 /// What [`find_duplicates`] decided about a batch before seqs are given.
 struct Duplicates {
@@ -328,13 +328,6 @@ fn store_blocks(
         meta.insert("head", encode_head(&packed.head).as_slice())?;
     }
     Ok(())
-}
-
-fn encode_head(h: &Head) -> [u8; 40] {
-    let mut out = [0u8; 40];
-    out[..8].copy_from_slice(&h.seq.to_le_bytes());
-    out[8..].copy_from_slice(&h.hash);
-    out
 }
 
 fn stored_id_is(

@@ -310,6 +310,14 @@ fn check_format(path: &Path, v: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The head as `meta` stores it: seq (u64 LE) then the chain hash.
+pub(crate) fn encode_head(h: &Head) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..8].copy_from_slice(&h.seq.to_le_bytes());
+    out[8..].copy_from_slice(&h.hash);
+    out
+}
+
 fn decode_head(v: &[u8]) -> Option<Head> {
     if v.len() != 40 {
         return None;
