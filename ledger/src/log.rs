@@ -332,6 +332,9 @@ fn decode_head(v: &[u8]) -> Option<Head> {
     })
 }
 
+/// A stored block, `(first seq, bytes)`, read in place.
+pub(crate) type StoredBlock = (u64, redb::AccessGuard<'static, &'static [u8]>);
+
 /// A read snapshot of the log. Events are handed to closures as rkyv archives read in place.
 pub struct LogReader {
     /// Holds the snapshot open (redb's tables keep their transaction alive).
@@ -424,6 +427,21 @@ impl LogReader {
             }
         }
         Ok(())
+    }
+
+    /// The stored blocks holding seqs `from..=to`, `(first seq, bytes)`, held so that their
+    /// events can be read in place after the call.
+    pub(crate) fn blocks(&self, from: u64, to: u64) -> Result<Vec<StoredBlock>> {
+        let start = match self.blocks.range(..=from)?.next_back().transpose()? {
+            Some((k, _)) => k.value(),
+            None => from,
+        };
+        let mut out = Vec::new();
+        for item in self.blocks.range(start..=to)? {
+            let (k, v) = item?;
+            out.push((k.value(), v));
+        }
+        Ok(out)
     }
 
     /// Calls `f` with each raw block `(first seq, bytes)` in order: for verification, which

@@ -12,8 +12,9 @@ use anyhow::Context as _;
 use ledger::Ledger;
 use tokio::sync::watch;
 
-/// Events per projection transaction. Each holds redb's write lock, which acknowledging appends
-/// needs too, for about 2 ms at this size (folding happens before, outside the lock).
+/// Events per projection transaction: each commit makes its events visible to queries (which
+/// may be waiting to read their writes), and its fsync shares the disk with the log's appends,
+/// so commits stay small.
 const STEP_EVENTS: u64 = 2_048;
 
 /// How long the thread sleeps waiting for a new commit before checking for shutdown.

@@ -6,13 +6,14 @@
 //! them and applies the whole log again, through the same code.
 
 mod out;
+mod plan;
 mod projector;
 pub mod run;
 pub mod tables;
 mod view;
 
 pub use out::{to_value, NodeSummary, RunOut, ShowAnswer, StateAnswer, TreeAnswer, TreeNode};
-pub use projector::{applied, catch_up, catch_up_in_steps, rebuild, BATCH_EVENTS};
+pub use projector::{applied, catch_up, catch_up_in_steps, rebuild, SPAN_EVENTS};
 pub use run::{RunState, Status};
 pub use tables::CHECKPOINT_EVERY;
 pub use view::{DocChangeRow, RunFilter, View};

@@ -197,8 +197,12 @@ impl RunState {
         self.events == 0 || (ts, seq) > (self.fold_ts, self.fold_seq)
     }
 
-    pub fn encode(&self) -> crate::Result<Vec<u8>> {
-        Ok(rkyv::to_bytes::<rkyv::rancor::Error>(self)?.to_vec())
+    /// Appends the stored form to `buf`: many states can share one buffer, each decodable
+    /// from its own range (the archive format has no alignment, and its pointers are relative).
+    pub fn encode_into(&self, buf: Vec<u8>) -> crate::Result<Vec<u8>> {
+        Ok(rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
+            self, buf,
+        )?)
     }
 
     pub fn decode(bytes: &[u8]) -> crate::Result<RunState> {
@@ -337,8 +341,8 @@ impl Folder {
             }
             ArchivedBody::Waiting { step_id, prompt } => {
                 s.waiting = true;
-                s.wait_step = Some(step_id.to_string());
-                s.wait_prompt = prompt.as_ref().map(|p| p.to_string());
+                s.wait_step = Some(step_id.as_str().to_owned());
+                s.wait_prompt = prompt.as_ref().map(|p| p.as_str().to_owned());
             }
             ArchivedBody::Resumed { .. } => {
                 s.waiting = false;
@@ -357,7 +361,7 @@ impl Folder {
                 self.terminal(Status::Failed, ts, seq, d);
             }
             ArchivedBody::Cancelled { reason } => {
-                s.cancel_reason = reason.as_ref().map(|r| r.to_string());
+                s.cancel_reason = reason.as_ref().map(|r| r.as_str().to_owned());
                 self.terminal(Status::Cancelled, ts, seq, None);
             }
             ArchivedBody::Doc { .. } => {}
@@ -386,7 +390,8 @@ impl Folder {
             |dst: &mut Option<String>,
              src: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
                 if let Some(v) = src.as_ref() {
-                    *dst = Some(v.to_string());
+                    // Not `to_string`: through `Display` it formats byte by byte.
+                    *dst = Some(v.as_str().to_owned());
                 }
             };
         set(&mut f.operation, &run.operation);

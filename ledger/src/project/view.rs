@@ -11,7 +11,8 @@ use redb::{ReadOnlyTable, ReadableTable};
 use serde_json::{json, Value};
 
 use super::out::{to_value, NodeSummary, ShowAnswer, StateAnswer, TreeAnswer, TreeNode};
-use super::projector::{applied_in, fold_until, sort_key};
+use super::plan::{fold_until, sort_key};
+use super::projector::applied_in;
 use super::run::{ArchivedRunState, Lifecycle, RunState, Status};
 use super::tables::*;
 use crate::error::{Error, Result};

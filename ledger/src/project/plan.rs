@@ -1,0 +1,481 @@
+//! Planning: folds a span of the log over the projections' previous state, in memory, into a
+//! [`Plan`] of sorted rows that the writer only inserts.
+//!
+//! A span is folded chunk by chunk, each chunk ending at the latest at a checkpoint seq (the
+//! active set is recorded there). A run's state stays in memory, in a [`Folder`], from the first
+//! chunk of the span that touches it to the end of the span, so a run is read from the tables
+//! and encoded once per span, not once per chunk.
+//!
+//! The state before a span is the projections' read snapshot overlaid with the plan the writer
+//! may still be writing ([`Planner::pending`]): planning the next span overlaps with writing the
+//! previous one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use redb::{ReadTransaction, ReadableTable};
+
+use super::run::{Folder, RunState};
+use super::tables::*;
+use crate::block::{self, Block};
+use crate::error::Result;
+use crate::event::{ArchivedBody, ArchivedStoredEvent, CheckpointStatus};
+use crate::log::LogReader;
+
+/// Everything one span changes in the projection tables, each list sorted by its table's key.
+pub(super) struct Plan {
+    pub from: u64,
+    pub to: u64,
+    /// The log's chain hash at `to`.
+    pub to_hash: block::Hash,
+    /// By run id.
+    pub runs: Vec<RunWrite>,
+    /// The runs' encoded states, one after another.
+    pub states: Vec<u8>,
+    /// (parent, child) links new or seen earlier than recorded.
+    pub links: Vec<((String, String), u64)>,
+    /// (doctype, name, seq, encoded [`DocRecord`]).
+    pub docs: Vec<(String, String, u64, Vec<u8>)>,
+    pub completions: Vec<(i64, u64, String)>,
+    /// The checkpoints the span reaches, ascending.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// A run's new row and what the tables hold for it before the span.
+pub(super) struct RunWrite {
+    pub run_id: String,
+    /// Where its encoded state sits in [`Plan::states`].
+    pub state: std::ops::Range<usize>,
+    pub old_key: Option<i64>,
+    pub key: i64,
+    pub was_active: bool,
+    pub active: bool,
+}
+
+pub(super) struct Checkpoint {
+    pub seq: u64,
+    /// The active run ids, `\n`-terminated, ascending.
+    pub active: Vec<u8>,
+    /// The greatest `completions` key with seq ≤ `seq`, if any run has completed.
+    pub completions_max: Option<(i64, u64)>,
+}
+
+impl Plan {
+    pub fn state(&self, r: &RunWrite) -> &[u8] {
+        &self.states[r.state.clone()]
+    }
+
+    fn run(&self, run_id: &str) -> Option<&RunWrite> {
+        let i = self
+            .runs
+            .binary_search_by(|r| r.run_id.as_str().cmp(run_id))
+            .ok()?;
+        self.runs.get(i)
+    }
+
+    fn link(&self, parent: &str, child: &str) -> Option<u64> {
+        let i = self
+            .links
+            .binary_search_by(|((p, c), _)| (p.as_str(), c.as_str()).cmp(&(parent, child)))
+            .ok()?;
+        self.links.get(i).map(|(_, seq)| *seq)
+    }
+}
+
+/// Plans spans one after another over one log snapshot.
+pub(super) struct Planner<'a> {
+    reader: &'a LogReader,
+    /// The projections as committed, at least up to where `pending` starts.
+    snapshot: ReadTransaction,
+    /// Its `runs` table, opened once.
+    runs: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    /// The plan handed to the writer last; it may not be committed yet, so it overrides
+    /// `snapshot`.
+    pending: Option<Arc<Plan>>,
+    /// The active run ids as of the end of the last span planned; loaded at the first checkpoint
+    /// that needs it.
+    active: Option<BTreeSet<String>>,
+    /// The greatest `completions` key so far.
+    last_completion: Option<(i64, u64)>,
+}
+
+/// A run touched by the span being planned.
+struct SpanRun {
+    folder: Folder,
+    /// Its `runs_by_start` key and whether it was active, before the span.
+    old_key: Option<i64>,
+    was_active: bool,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(reader: &'a LogReader, snapshot: ReadTransaction) -> Result<Self> {
+        let last_completion = snapshot
+            .open_table(COMPLETIONS)?
+            .last()?
+            .map(|(k, _)| k.value());
+        Ok(Planner {
+            reader,
+            runs: snapshot.open_table(RUNS)?,
+            snapshot,
+            pending: None,
+            active: None,
+            last_completion,
+        })
+    }
+
+    /// Records that `plan` went to the writer and that everything before it is committed, so
+    /// `snapshot` (taken after that commit) holds it.
+    pub fn handed_over(&mut self, plan: Arc<Plan>, snapshot: ReadTransaction) -> Result<()> {
+        self.pending = Some(plan);
+        self.runs = snapshot.open_table(RUNS)?;
+        self.snapshot = snapshot;
+        Ok(())
+    }
+
+    /// Folds events `from..=to` (the span after the last one planned).
+    pub fn plan(&mut self, from: u64, to: u64) -> Result<Plan> {
+        let mut span = Span::default();
+        let mut chunk_from = from;
+        while chunk_from <= to {
+            let boundary = (chunk_from / CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY;
+            let chunk_to = to.min(boundary);
+            self.fold_chunk(chunk_from, chunk_to, &mut span)?;
+            if chunk_to % CHECKPOINT_EVERY == 0 {
+                let checkpoint = self.checkpoint(chunk_to, &span)?;
+                span.checkpoints.push(checkpoint);
+            }
+            chunk_from = chunk_to + 1;
+        }
+        self.finish(from, to, span)
+    }
+
+    /// Folds events `from..=to` into the span's runs, in `(ts, seq)` order per run, and
+    /// collects their links, record changes and completions. The events are read in place.
+    fn fold_chunk(&mut self, from: u64, to: u64, span: &mut Span) -> Result<()> {
+        let stored = self.reader.blocks(from, to)?;
+        let mut by_run: HashMap<&str, Vec<Slot>, Fast> = HashMap::default();
+        for (first, bytes) in &stored {
+            let block = Block::new(*first, bytes.value())?;
+            for i in 0..block.len() {
+                let seq = first + i as u64;
+                if seq < from || seq > to {
+                    continue;
+                }
+                let (hash, ev) = block.event(i)?;
+                span.to_hash = *hash;
+                let e = &ev.event;
+                let ts = e.ts_ms.to_native();
+                let run_id = e.run_id.as_str();
+                span.collect(run_id, ts, seq, &e.body)?;
+                by_run.entry(run_id).or_default().push(Slot { ts, seq, ev });
+            }
+        }
+        for (run_id, mut slots) in by_run {
+            slots.sort_unstable_by_key(|s| (s.ts, s.seq));
+            let i = match span.index.get(run_id) {
+                Some(&i) => i,
+                None => {
+                    span.folded.push(self.before_span(run_id)?);
+                    let i = span.folded.len() - 1;
+                    span.index.insert(run_id.to_owned(), i);
+                    i
+                }
+            };
+            let run = &mut span.folded[i];
+            if run.folder.state().follows(slots[0].ts, slots[0].seq) {
+                for s in &slots {
+                    run.folder.apply(s.ev);
+                }
+            } else {
+                // An event older than what was folded: fold the run again from all its events.
+                run.folder = refold(self.reader, run_id, &run.folder.state().seqs, &slots)?;
+            }
+            if let Some(active) = self.active.as_mut() {
+                if run.folder.state().is_active() {
+                    active.insert(run_id.to_owned());
+                } else {
+                    active.remove(run_id);
+                }
+            }
+        }
+        self.last_completion = self.last_completion.max(span.completions_max);
+        Ok(())
+    }
+
+    /// A run as it stands before the span: in the pending plan, else in the snapshot, else new.
+    fn before_span(&self, run_id: &str) -> Result<SpanRun> {
+        if let Some(p) = self.pending.as_ref() {
+            if let Some(w) = p.run(run_id) {
+                return Ok(SpanRun {
+                    folder: Folder::from_state(RunState::decode(p.state(w))?),
+                    old_key: Some(w.key),
+                    was_active: w.active,
+                });
+            }
+        }
+        Ok(match self.runs.get(run_id)? {
+            Some(v) => {
+                let old = RunState::decode(v.value())?;
+                SpanRun {
+                    old_key: Some(sort_key(&old)),
+                    was_active: old.is_active(),
+                    folder: Folder::from_state(old),
+                }
+            }
+            None => SpanRun {
+                folder: Folder::new(run_id),
+                old_key: None,
+                was_active: false,
+            },
+        })
+    }
+
+    /// The checkpoint at `seq`, the end of the chunk just folded.
+    fn checkpoint(&mut self, seq: u64, span: &Span) -> Result<Checkpoint> {
+        let active = match self.active.as_mut() {
+            Some(a) => a,
+            None => {
+                // The tables, overlaid with the pending plan, then with this span so far.
+                let mut set = BTreeSet::new();
+                for item in self.snapshot.open_table(ACTIVE)?.iter()? {
+                    set.insert(item?.0.value().to_owned());
+                }
+                let pending = self.pending.iter().flat_map(|p| &p.runs);
+                for (id, active) in
+                    pending
+                        .map(|r| (&r.run_id, r.active))
+                        .chain(span.folded.iter().map(|r| {
+                            let state = r.folder.state();
+                            (&state.run_id, state.is_active())
+                        }))
+                {
+                    if active {
+                        set.insert(id.clone());
+                    } else {
+                        set.remove(id);
+                    }
+                }
+                self.active.insert(set)
+            }
+        };
+        let mut ids = Vec::new();
+        for id in active.iter() {
+            ids.extend_from_slice(id.as_bytes());
+            ids.push(b'\n');
+        }
+        Ok(Checkpoint {
+            seq,
+            active: ids,
+            completions_max: self.last_completion,
+        })
+    }
+
+    /// Encodes the span's runs and keeps the links that are new or earlier than recorded.
+    fn finish(&self, from: u64, to: u64, span: Span) -> Result<Plan> {
+        let mut runs = Vec::with_capacity(span.folded.len());
+        let mut states = Vec::new();
+        for r in span.folded {
+            let mut state = r.folder.finish();
+            let start = states.len();
+            states = state.encode_into(states)?;
+            let run_id = std::mem::take(&mut state.run_id);
+            runs.push(RunWrite {
+                state: start..states.len(),
+                old_key: r.old_key,
+                key: sort_key(&state),
+                was_active: r.was_active,
+                active: state.is_active(),
+                run_id,
+            });
+        }
+        runs.sort_unstable_by(|a, b| a.run_id.cmp(&b.run_id));
+        let children = self.snapshot.open_table(CHILDREN)?;
+        let mut links = Vec::with_capacity(span.links.len());
+        for ((parent, child), seq) in span.links {
+            let prev = match self.pending.as_ref().and_then(|p| p.link(&parent, &child)) {
+                Some(s) => Some(s),
+                None => children
+                    .get((parent.as_str(), child.as_str()))?
+                    .map(|v| v.value()),
+            };
+            if prev.is_none_or(|p| p > seq) {
+                links.push(((parent, child), seq));
+            }
+        }
+        let mut docs = span.docs;
+        docs.sort_unstable();
+        let mut completions = span.completions;
+        completions.sort_unstable();
+        Ok(Plan {
+            from,
+            to,
+            to_hash: span.to_hash,
+            runs,
+            states,
+            links,
+            docs,
+            completions,
+            checkpoints: span.checkpoints,
+        })
+    }
+}
+
+/// Run ids are hashed several times per event; SipHash's flooding resistance buys nothing
+/// here, and the streaming XXH3 hasher copies every key into its buffer.
+type Fast = std::hash::BuildHasherDefault<IdHasher>;
+
+/// Hashes a key's bytes in one XXH3 call.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u8(&mut self, b: u8) {
+        // `str` hashes end with 0xff: mixing it in cheaply keeps the hash as good.
+        self.0 = self.0.rotate_left(8) ^ u64::from(b);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// What a span has gathered so far.
+#[derive(Default)]
+struct Span {
+    /// The runs the span touched, in the order first touched. One vector rather than one
+    /// allocation per run: glibc frees hundreds of thousands of boxes slowly (consolidating).
+    folded: Vec<SpanRun>,
+    /// Each run's place in `folded`.
+    index: HashMap<String, usize, Fast>,
+    /// (parent, child) -> first seq naming that parent.
+    links: BTreeMap<(String, String), u64>,
+    docs: Vec<(String, String, u64, Vec<u8>)>,
+    completions: Vec<(i64, u64, String)>,
+    completions_max: Option<(i64, u64)>,
+    checkpoints: Vec<Checkpoint>,
+    /// The chain hash of the last event folded.
+    to_hash: block::Hash,
+}
+
+impl Span {
+    /// Collects what an event adds besides its run's fold: a parent link, a record change, a
+    /// completion.
+    fn collect(&mut self, run_id: &str, ts: i64, seq: u64, body: &ArchivedBody) -> Result<()> {
+        match body {
+            ArchivedBody::Started { run } | ArchivedBody::Checkpoint { run, .. } => {
+                if let Some(p) = run.parent_run_id.as_ref() {
+                    let key = (p.as_str().to_owned(), run_id.to_owned());
+                    self.links.entry(key).or_insert(seq);
+                }
+            }
+            ArchivedBody::Doc {
+                change,
+                doctype,
+                name,
+                data,
+                before,
+            } => {
+                let record = DocRecord {
+                    ts_ms: ts,
+                    change: change.get(),
+                    run_id: run_id.to_owned(),
+                    data: data.as_ref().map(|d| d.as_str().to_owned()),
+                    before: before.as_ref().map(|d| d.as_str().to_owned()),
+                };
+                let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&record)?.to_vec();
+                self.docs.push((
+                    doctype.as_str().to_owned(),
+                    name.as_str().to_owned(),
+                    seq,
+                    bytes,
+                ));
+            }
+            _ => {}
+        }
+        let completed = match body {
+            ArchivedBody::Completed { .. } => true,
+            ArchivedBody::Checkpoint { status, .. } => status.get() == CheckpointStatus::Completed,
+            _ => false,
+        };
+        if completed {
+            self.completions.push((ts, seq, run_id.to_owned()));
+            self.completions_max = self.completions_max.max(Some((ts, seq)));
+        }
+        Ok(())
+    }
+}
+
+/// One event of a chunk, read in place, with its fold key.
+struct Slot<'a> {
+    ts: i64,
+    seq: u64,
+    ev: &'a ArchivedStoredEvent,
+}
+
+/// The time a run sorts by in listings: its start, else its end, else its last event.
+pub(crate) fn sort_key(s: &RunState) -> i64 {
+    s.started_ms.or(s.ended_ms).unwrap_or(s.fold_ts)
+}
+
+/// Folds a run from stored seqs plus a chunk's new slots.
+fn refold(reader: &LogReader, run_id: &str, stored: &[u64], slots: &[Slot]) -> Result<Folder> {
+    let mut arena = Vec::new();
+    let gathered = gather(reader, stored.iter().copied(), &mut arena)?;
+    let mut events: Vec<(i64, u64, &ArchivedStoredEvent)> = gathered
+        .into_iter()
+        // SAFETY: `gather` copied these bytes after `block::access` checked them.
+        .map(|(ts, seq, (a, z))| (ts, seq, unsafe { block::access_prechecked(&arena[a..z]) }))
+        .collect();
+    events.extend(slots.iter().map(|s| (s.ts, s.seq, s.ev)));
+    events.sort_unstable_by_key(|e| (e.0, e.1));
+    let mut folder = Folder::new(run_id);
+    for (_, _, ev) in events {
+        folder.apply(ev);
+    }
+    Ok(folder)
+}
+
+/// Folds a run over its events with seq ≤ `at` (time travel). `None` when it had none.
+pub(crate) fn fold_until(reader: &LogReader, run: &RunState, at: u64) -> Result<Option<RunState>> {
+    let mut arena = Vec::new();
+    let seqs = run.seqs.iter().copied().take_while(|&s| s <= at);
+    let mut keys = gather(reader, seqs, &mut arena)?;
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    keys.sort_unstable_by_key(|k| (k.0, k.1));
+    let mut folder = Folder::new(&run.run_id);
+    for (_, _, (a, z)) in keys {
+        // SAFETY: `gather` copied these bytes after `block::access` checked them.
+        folder.apply(unsafe { block::access_prechecked(&arena[a..z]) });
+    }
+    Ok(Some(folder.finish()))
+}
+
+/// `(ts, seq, span in an arena)` of one event.
+type Gathered = (i64, u64, (usize, usize));
+
+/// Reads each event of `seqs` once — checked, then copied into `arena` — and returns its fold
+/// key and where it sits: `(ts, seq, span in the arena)`. Seqs past the head are skipped.
+fn gather(
+    reader: &LogReader,
+    seqs: impl Iterator<Item = u64>,
+    arena: &mut Vec<u8>,
+) -> Result<Vec<Gathered>> {
+    let mut keys = Vec::new();
+    for seq in seqs {
+        let got = reader.with_archive(seq, |archive| -> Result<(i64, (usize, usize))> {
+            let ts = block::access(seq, archive)?.event.ts_ms.to_native();
+            let start = arena.len();
+            arena.extend_from_slice(archive);
+            Ok((ts, (start, arena.len())))
+        })?;
+        if let Some(found) = got {
+            let (ts, span) = found?;
+            keys.push((ts, seq, span));
+        }
+    }
+    Ok(keys)
+}
