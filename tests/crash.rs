@@ -363,3 +363,82 @@ fn projections_file_lost_or_of_another_log_is_rebuilt() {
     assert_eq!(a.ok(&["state"]), state);
     assert_verifies(&a, "after replacing its projections");
 }
+
+/// Kills `rebuild` mid-way, again and again: the projections it replaces keep answering (the
+/// new ones are written beside them), no rebuild goes back behind a killed one's watermark,
+/// and the one that finishes answers as a ledger never rebuilt.
+#[test]
+fn kill_during_rebuild_keeps_the_old_projections_and_resumes() {
+    let seed = seed("kill_during_rebuild");
+    let mut rng = Rng(seed);
+    let lines = workload_lines(seed, 1_200);
+    let l = Ledger::new();
+    let file = l.write("all.ndjson", &join_lines(&lines));
+    let (code, _, err) = l.cmd(&["ingest"]).arg(&file).json();
+    assert_eq!(code, 0, "{err}");
+    let queries = [vec!["state"], vec!["runs", "--limit", "1000000"]];
+    let before: Vec<Value> = queries.iter().map(|q| l.ok(q)).collect();
+    // Kills land between a tenth and two thirds of an uninterrupted rebuild's time: in its
+    // projections part (the search index is rebuilt after).
+    let start = Instant::now();
+    let (code, _, err) = l.cmd(&["rebuild", "--span", "2000"]).json();
+    assert_eq!(code, 0, "{err}");
+    let whole = start.elapsed().as_millis() as u64;
+    eprintln!("an uninterrupted rebuild: {whole} ms");
+    let rebuilding = l.path("ledger.db.proj.rebuild");
+    let watermark = || -> u64 {
+        use redb::ReadableDatabase as _;
+        let db = redb::Database::open(&rebuilding).expect("opening the rebuild file");
+        let tx = db.begin_read().expect("read");
+        let meta = tx
+            .open_table(redb::TableDefinition::<&str, u64>::new("proj_meta"))
+            .expect("proj_meta");
+        meta.get("applied").expect("get").map_or(0, |v| v.value())
+    };
+    let mut kills = 0;
+    // Watermarks of the rebuild file seen after kills, while one rebuild is under way.
+    let mut seen: Vec<u64> = Vec::new();
+    let mut mid_way = false;
+    for _ in 0..8 {
+        let delay = Duration::from_millis(rng.range(whole / 10, whole / 2));
+        // Small spans: many commits, so kills land between them.
+        match run_and_kill(&l, &["rebuild", "--span", "2000"], delay) {
+            Some((0, _)) => break,
+            Some((c, err)) => panic!("rebuild exited {c}: {err} (seed {seed})"),
+            None => kills += 1,
+        }
+        if rebuilding.exists() {
+            let applied = watermark();
+            assert!(
+                seen.last().is_none_or(|&w| w <= applied),
+                "a rebuild started over instead of resuming: {seen:?} then {applied} (seed {seed})"
+            );
+            mid_way |= applied > 0;
+            seen.push(applied);
+        } else {
+            // That one got past its swap (and was killed indexing): the next starts afresh.
+            seen.clear();
+        }
+        for (q, b) in queries.iter().zip(&before) {
+            assert!(
+                &l.ok(q) == b,
+                "{q:?} while a rebuild was interrupted differs (seed {seed})"
+            );
+        }
+    }
+    assert!(kills > 0, "no rebuild was killed mid-way (seed {seed})");
+    assert!(
+        mid_way,
+        "no kill landed after a span was committed (seed {seed})"
+    );
+    let (code, _, err) = l.cmd(&["rebuild"]).json();
+    assert_eq!(code, 0, "{err}");
+    assert!(!rebuilding.exists(), "the rebuild file is left behind");
+    assert_verifies(&l, &format!("after the rebuild (seed {seed})"));
+    for (q, b) in queries.iter().zip(&before) {
+        assert!(
+            &l.ok(q) == b,
+            "{q:?} after the rebuild differs (seed {seed})"
+        );
+    }
+}

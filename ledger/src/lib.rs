@@ -23,5 +23,7 @@ pub use block::{hex, parse_hex, Hash};
 pub use error::{Error, Result};
 pub use event::{Body, DocChange, Event, RunFields, StoredEvent};
 pub use event_ref::EventRef;
-pub use log::{projections_path, Head, Ledger, LogReader, Outcome, FORMAT_VERSION};
+pub use log::{
+    projections_path, rebuilding_path, Head, Ledger, LogReader, Outcome, FORMAT_VERSION,
+};
 pub use parse::{parse_event, parse_event_limited, Rejection, DEFAULT_MAX_EVENT_BYTES};

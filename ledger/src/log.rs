@@ -7,7 +7,7 @@
 //!   [`crate::dedup`])
 
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -71,6 +71,13 @@ impl Db {
             Db::Read(d) => d.begin_read()?,
         })
     }
+
+    pub(crate) fn writable(&self) -> Option<&redb::Database> {
+        match self {
+            Db::Write(d) => Some(d),
+            Db::Read(_) => None,
+        }
+    }
 }
 
 /// An open ledger: the log file, and beside it the projections file (`<log>.proj`), derived
@@ -79,7 +86,8 @@ pub struct Ledger {
     pub(crate) db: Db,
     /// The projections. A file of its own so that the projector's transactions never hold the
     /// log's write lock: redb has one writer at a time per file, and appends must not wait.
-    pub(crate) proj: Db,
+    /// Replaced whole by a rebuild; views hold the file they read open.
+    proj: RwLock<Arc<Db>>,
     path: PathBuf,
     /// The head as of the last durable commit.
     pub(crate) head: Mutex<Head>,
@@ -163,14 +171,9 @@ impl Ledger {
             }
             tx.commit()?;
         }
-        if let Db::Write(d) = &proj {
-            let tx = d.begin_write()?;
-            crate::project::tables::create_all(&tx)?;
-            tx.commit()?;
-        }
         let ledger = Ledger {
             db,
-            proj,
+            proj: RwLock::new(Arc::new(proj)),
             path,
             head: Mutex::new(Head::EMPTY),
             appended: Condvar::new(),
@@ -200,14 +203,27 @@ impl Ledger {
         }
     }
 
+    /// The projections file as it is now.
+    pub(crate) fn proj(&self) -> Arc<Db> {
+        // A panic elsewhere cannot leave the Arc half-written.
+        self.proj.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The projections file, for the projector's writes.
-    pub(crate) fn proj_write_db(&self) -> Result<&redb::Database> {
-        match &self.proj {
-            Db::Write(d) => Ok(d),
-            Db::Read(_) => Err(Error::Busy {
+    pub(crate) fn proj_write_db(&self) -> Result<Arc<Db>> {
+        let db = self.proj();
+        match db.writable() {
+            Some(_) => Ok(db),
+            None => Err(Error::Busy {
                 path: self.path.clone(),
             }),
         }
+    }
+
+    /// Makes `db`, already renamed to the projections path, the projections from now on.
+    /// The file it replaces stays open while views read it.
+    pub(crate) fn replace_projections(&self, db: redb::Database) {
+        *self.proj.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Db::Write(db));
     }
 
     pub(crate) fn lock_head(&self) -> MutexGuard<'_, Head> {
@@ -272,12 +288,27 @@ pub fn projections_path(log: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Where a rebuild writes new projections before they replace `<log>.proj`:
+/// `<log>.proj.rebuild`.
+pub fn rebuilding_path(log: &Path) -> PathBuf {
+    let mut p = projections_path(log).into_os_string();
+    p.push(".rebuild");
+    PathBuf::from(p)
+}
+
 fn open_projections(log: &Path) -> Result<Db> {
-    let path = projections_path(log);
+    Ok(Db::Write(create_projections(&projections_path(log))?))
+}
+
+/// Opens (creating when missing) a projections file at `path` with its tables.
+pub(crate) fn create_projections(path: &Path) -> Result<redb::Database> {
     let db = builder(PROJECTIONS_CACHE_BYTES)
-        .create(&path)
-        .map_err(|e| open_error(&path, e))?;
-    Ok(Db::Write(db))
+        .create(path)
+        .map_err(|e| open_error(path, e))?;
+    let tx = db.begin_write()?;
+    crate::project::tables::create_all(&tx)?;
+    tx.commit()?;
+    Ok(db)
 }
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> Error {

@@ -550,3 +550,55 @@ fn current_run_as_of_a_seq_finds_a_completion_older_than_the_checkpoints_batch()
     let then = db.ledger.view(Some(at)).unwrap().state_json().unwrap();
     assert_eq!(then["current_run"]["run_id"], "late", "as of seq {at}");
 }
+
+/// A rebuild writes new projections beside the old ones and swaps them in: a view opened
+/// before it keeps reading the file it opened, and answers as views opened after it do.
+#[test]
+fn views_opened_before_a_rebuild_keep_answering() {
+    let events = distinct(workload(7, 4, 0.0, 16));
+    let db = build(&events, &[events.len()], false);
+    let names = names(&events);
+    let before = db.ledger.view(None).unwrap();
+    let old = answers(&before, &names);
+    rebuild(&db.ledger, &mut |_, _| {}).expect("rebuild");
+    let after = db.ledger.view(None).unwrap();
+    assert_eq!(after.applied(), before.applied());
+    let rebuilt = answers(&after, &names);
+    assert!(old == rebuilt, "{}", first_difference(&old, &rebuilt));
+    let still = answers(&before, &names);
+    assert!(old == still, "{}", first_difference(&old, &still));
+    let fresh = ledger::rebuilding_path(db.ledger.path());
+    assert!(!fresh.exists(), "{} is left behind", fresh.display());
+}
+
+/// A rebuild stopped once its first span is committed resumes from its watermark: by then the
+/// writer holds the second span and commits it, so the next rebuild's first span ends at the
+/// third (from scratch it would end at the first); its answers equal an uninterrupted one's.
+#[test]
+fn an_interrupted_rebuild_resumes_from_its_watermark() {
+    let events = distinct(workload(11, 4, 0.0, 16));
+    let db = build(&events, &[events.len()], false);
+    let names = names(&events);
+    let expected = answers_of(&db.ledger, None, &names);
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ledger::project::rebuild_in_spans(&db.ledger, 10, &mut |applied, _| {
+            panic!("stopped after {applied}")
+        })
+    }));
+    assert!(stopped.is_err(), "the rebuild was not stopped");
+    assert!(ledger::rebuilding_path(db.ledger.path()).exists());
+    let mut committed = Vec::new();
+    ledger::project::rebuild_in_spans(&db.ledger, 10, &mut |applied, _| committed.push(applied))
+        .expect("rebuild");
+    assert_eq!(
+        committed.first(),
+        Some(&30),
+        "spans committed: {committed:?}"
+    );
+    let rebuilt = answers_of(&db.ledger, None, &names);
+    assert!(
+        expected == rebuilt,
+        "{}",
+        first_difference(&expected, &rebuilt)
+    );
+}

@@ -1,4 +1,4 @@
-//! `runledger rebuild`: drop every projection and the search index, apply the log again.
+//! `runledger rebuild`: build every projection and the search index again from the log.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,9 +9,14 @@ use serde_json::json;
 use crate::ctx::{out_line, Ctx};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Events per projection transaction: an interrupted rebuild resumes from the last one
+    /// committed; larger spans rebuild faster and hold more in memory.
+    #[arg(long, default_value_t = ledger::project::SPAN_EVENTS, value_parser = clap::value_parser!(u64).range(1..))]
+    span: u64,
+}
 
-pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let ledger = ledger::Ledger::open_existing(&ctx.db)?;
     let head = ledger.head()?.seq;
     let bar = (std::io::IsTerminal::is_terminal(&std::io::stderr()) && head > 100_000).then(|| {
@@ -23,7 +28,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
         b
     });
     let start = Instant::now();
-    ledger::project::rebuild(&ledger, &mut |done, _| {
+    ledger::project::rebuild_in_spans(&ledger, args.span, &mut |done, _| {
         if let Some(b) = &bar {
             b.set_position(done);
         }

@@ -13,7 +13,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::plan::{Plan, Planner};
 use super::tables::*;
 use crate::error::{Error, Result};
-use crate::log::Ledger;
+use crate::log::{create_projections, projections_path, rebuilding_path, Ledger};
 
 /// Events per projection transaction when catching up: the rows of a span are held in memory
 /// (about 0.4 KB per run the span touches) until written.
@@ -21,7 +21,7 @@ pub const SPAN_EVENTS: u64 = 1 << 18;
 
 /// The last seq the projections have applied.
 pub fn applied(ledger: &Ledger) -> Result<u64> {
-    applied_in(&ledger.proj.begin_read()?)
+    applied_in(&ledger.proj().begin_read()?)
 }
 
 pub(crate) fn applied_in(tx: &redb::ReadTransaction) -> Result<u64> {
@@ -43,9 +43,63 @@ pub fn catch_up_in_steps(
     step: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u64> {
-    let db = ledger.proj_write_db()?;
     // A panic elsewhere cannot leave the unit value half-written.
     let _one_projector = ledger.projector.lock().unwrap_or_else(|p| p.into_inner());
+    let proj = ledger.proj_write_db()?;
+    let db = proj.writable().ok_or_else(|| busy(ledger))?;
+    catch_up_into(ledger, db, step, progress)
+}
+
+/// Rebuilds every projection from the log into a new file beside the projections
+/// (`<log>.proj.rebuild`), which then replaces them: until then, views read the projections as
+/// they were. A rebuild that was interrupted resumes from that file's watermark.
+pub fn rebuild(ledger: &Ledger, progress: &mut dyn FnMut(u64, u64)) -> Result<u64> {
+    rebuild_in_spans(ledger, SPAN_EVENTS, progress)
+}
+
+/// [`rebuild`] in transactions of at most `span` events.
+pub fn rebuild_in_spans(
+    ledger: &Ledger,
+    span: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
+    let _one_projector = ledger.projector.lock().unwrap_or_else(|p| p.into_inner());
+    // Only the process that may write the projections may replace them.
+    ledger.proj_write_db()?;
+    let fresh_path = rebuilding_path(ledger.path());
+    let fresh = create_projections(&fresh_path)?;
+    let applied = catch_up_into(ledger, &fresh, span, progress)?;
+    let path = projections_path(ledger.path());
+    std::fs::rename(&fresh_path, &path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    // The rename is durable once the directory is.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    ledger.replace_projections(fresh);
+    Ok(applied)
+}
+
+fn busy(ledger: &Ledger) -> Error {
+    Error::Busy {
+        path: ledger.path().to_path_buf(),
+    }
+}
+
+/// Catches the projections in `db` up to the log's head, in spans of at most `step` events.
+fn catch_up_into(
+    ledger: &Ledger,
+    db: &redb::Database,
+    step: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
     // Projections written by another layout, or of another log (the log file was replaced), are
     // dropped and rebuilt: they are derived.
     if !current(ledger, &db.begin_read()?)? {
@@ -107,20 +161,6 @@ pub fn catch_up_in_steps(
         }
         Ok(last)
     })
-}
-
-/// Drops every projection and rebuilds it from the log.
-pub fn rebuild(ledger: &Ledger, progress: &mut dyn FnMut(u64, u64)) -> Result<u64> {
-    let db = ledger.proj_write_db()?;
-    {
-        let _one_projector = ledger.projector.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = db.begin_write()?;
-        drop_all(&tx)?;
-        tx.open_table(PROJ_META)?
-            .insert("version", PROJECTION_VERSION)?;
-        tx.commit()?;
-    }
-    catch_up(ledger, progress)
 }
 
 /// Whether the projections in `tx` were written by this layout from this log: the version

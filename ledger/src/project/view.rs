@@ -36,6 +36,9 @@ pub struct View {
     active_at: ReadOnlyTable<u64, &'static [u8]>,
     at: u64,
     applied: u64,
+    /// The projections file the tables above read: a rebuild may replace the ledger's while
+    /// this view is open. Declared last, so it is dropped after them.
+    _proj: std::sync::Arc<crate::log::Db>,
 }
 
 /// A stored run read in place (checked, not decoded).
@@ -95,7 +98,8 @@ impl Ledger {
     /// Projections should be caught up first ([`super::catch_up`]) for answers about the head.
     pub fn view(&self, at: Option<u64>) -> Result<View> {
         // The projections' snapshot first: the log's, taken after, holds at least as much.
-        let tx = self.proj.begin_read()?;
+        let proj = self.proj();
+        let tx = proj.begin_read()?;
         let applied = applied_in(&tx)?;
         let reader = self.reader()?;
         let at = at.map_or(applied, |a| a.min(applied));
@@ -111,6 +115,7 @@ impl Ledger {
             reader,
             at,
             applied,
+            _proj: proj,
         })
     }
 
