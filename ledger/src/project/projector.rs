@@ -123,14 +123,17 @@ fn catch_up_into(
     std::thread::scope(|scope| {
         // Rendezvous: when a plan is handed over, the writer has committed the one before.
         let (send, receive) = mpsc::sync_channel::<Arc<Plan>>(0);
-        let writer = scope.spawn(move || -> Result<()> {
-            for plan in receive {
-                let tx = db.begin_write()?;
-                write_span(&tx, &plan)?;
-                tx.commit()?;
-            }
-            Ok(())
-        });
+        let writer = std::thread::Builder::new()
+            .name("projection-writer".into())
+            .spawn_scoped(scope, move || -> Result<()> {
+                for plan in receive {
+                    let tx = db.begin_write()?;
+                    write_span(&tx, &plan)?;
+                    tx.commit()?;
+                }
+                Ok(())
+            })
+            .map_err(Error::IoPlain)?;
         let mut planning = || -> Result<u64> {
             let mut from = applied + 1;
             let mut committed = applied;
