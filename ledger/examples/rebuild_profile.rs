@@ -1,12 +1,20 @@
-//! Time a projection rebuild alone: `cargo run --release -p runledger-ledger --example rebuild_profile -- DB`
+//! Time a projection rebuild alone:
+//! `cargo run --release -p runledger-ledger --example rebuild_profile -- DB [SPAN_EVENTS]`
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let db = std::env::args().nth(1).ok_or("usage: rebuild_profile DB")?;
+    let mut args = std::env::args().skip(1);
+    let db = args
+        .next()
+        .ok_or("usage: rebuild_profile DB [SPAN_EVENTS]")?;
+    let span = match args.next() {
+        Some(s) => s.parse()?,
+        None => ledger::project::SPAN_EVENTS,
+    };
     let l = ledger::Ledger::open_existing(&db)?;
     let t = std::time::Instant::now();
-    let n = ledger::project::rebuild(&l, &mut |_, _| {})?;
+    let n = ledger::project::rebuild_in_spans(&l, span, &mut |_, _| {})?;
     let s = t.elapsed().as_secs_f64();
     println!(
-        "projections rebuilt from {n} events in {s:.2}s = {:.0}/s",
+        "projections rebuilt from {n} events in spans of {span} in {s:.2}s = {:.0}/s",
         n as f64 / s
     );
     Ok(())

@@ -15,9 +15,10 @@ use super::tables::*;
 use crate::error::{Error, Result};
 use crate::log::{create_projections, projections_path, rebuilding_path, Ledger};
 
-/// Events per projection transaction when catching up: the rows of a span are held in memory
-/// (about 0.4 KB per run the span touches) until written.
-pub const SPAN_EVENTS: u64 = 1 << 18;
+/// Events per projection transaction when catching up. Measured at 1 M events (rebuild,
+/// `rebuild_profile` example): spans of 16–32 Ki events are fastest; at 256 Ki, 25 % slower
+/// (a span's runs and rows no longer stay in the CPU caches), at 8 Ki, 10 % (commits).
+pub const SPAN_EVENTS: u64 = 32_768;
 
 /// The last seq the projections have applied.
 pub fn applied(ledger: &Ledger) -> Result<u64> {
