@@ -435,12 +435,7 @@ impl LogReader {
         if from > to {
             return Ok(());
         }
-        // Start at the block holding `from`.
-        let start = match self.blocks.range(..=from)?.next_back().transpose()? {
-            Some((k, _)) => k.value(),
-            None => from,
-        };
-        for item in self.blocks.range(start..=to)? {
+        for item in self.blocks.range(self.block_holding(from)?..=to)? {
             let (k, v) = item?;
             let block = Block::new(k.value(), v.value())?;
             for i in 0..block.len() {
@@ -460,15 +455,20 @@ impl LogReader {
         Ok(())
     }
 
+    /// The first seq of the block holding `seq` (`seq` itself when no block starts at or
+    /// before it).
+    fn block_holding(&self, seq: u64) -> Result<u64> {
+        Ok(match self.blocks.range(..=seq)?.next_back().transpose()? {
+            Some((k, _)) => k.value(),
+            None => seq,
+        })
+    }
+
     /// The stored blocks holding seqs `from..=to`, `(first seq, bytes)`, held so that their
     /// events can be read in place after the call.
     pub(crate) fn blocks(&self, from: u64, to: u64) -> Result<Vec<StoredBlock>> {
-        let start = match self.blocks.range(..=from)?.next_back().transpose()? {
-            Some((k, _)) => k.value(),
-            None => from,
-        };
         let mut out = Vec::new();
-        for item in self.blocks.range(start..=to)? {
+        for item in self.blocks.range(self.block_holding(from)?..=to)? {
             let (k, v) = item?;
             out.push((k.value(), v));
         }

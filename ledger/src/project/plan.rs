@@ -192,7 +192,9 @@ impl<'a> Planner<'a> {
             }
             if let Some(active) = self.active.as_mut() {
                 if run.folder.state().is_active() {
-                    active.insert(run_id.to_owned());
+                    if !active.contains(run_id) {
+                        active.insert(run_id.to_owned());
+                    }
                 } else {
                     active.remove(run_id);
                 }
