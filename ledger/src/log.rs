@@ -72,10 +72,14 @@ impl Db {
         })
     }
 
-    pub(crate) fn writable(&self) -> Option<&redb::Database> {
+    /// The database for writing; [`Error::Busy`] (naming the ledger at `path`) when another
+    /// process has it.
+    pub(crate) fn writable(&self, path: &Path) -> Result<&redb::Database> {
         match self {
-            Db::Write(d) => Some(d),
-            Db::Read(_) => None,
+            Db::Write(d) => Ok(d),
+            Db::Read(_) => Err(Error::Busy {
+                path: path.to_path_buf(),
+            }),
         }
     }
 }
@@ -195,29 +199,13 @@ impl Ledger {
     }
 
     pub(crate) fn write_db(&self) -> Result<&redb::Database> {
-        match &self.db {
-            Db::Write(d) => Ok(d),
-            Db::Read(_) => Err(Error::Busy {
-                path: self.path.clone(),
-            }),
-        }
+        self.db.writable(&self.path)
     }
 
     /// The projections file as it is now.
     pub(crate) fn proj(&self) -> Arc<Db> {
         // A panic elsewhere cannot leave the Arc half-written.
         self.proj.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The projections file, for the projector's writes.
-    pub(crate) fn proj_write_db(&self) -> Result<Arc<Db>> {
-        let db = self.proj();
-        match db.writable() {
-            Some(_) => Ok(db),
-            None => Err(Error::Busy {
-                path: self.path.clone(),
-            }),
-        }
     }
 
     /// Makes `db`, already renamed to the projections path, the projections from now on.

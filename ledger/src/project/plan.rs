@@ -206,24 +206,23 @@ impl<'a> Planner<'a> {
 
     /// A run as it stands before the span: in the pending plan, else in the snapshot, else new.
     fn before_span(&self, run_id: &str) -> Result<SpanRun> {
-        if let Some(p) = self.pending.as_ref() {
-            if let Some(w) = p.run(run_id) {
-                return Ok(SpanRun {
-                    folder: Folder::from_state(RunState::decode(p.state(w))?),
-                    old_key: Some(w.key),
-                    was_active: w.active,
-                });
-            }
-        }
-        Ok(match self.runs.get(run_id)? {
-            Some(v) => {
-                let old = RunState::decode(v.value())?;
-                SpanRun {
-                    old_key: Some(sort_key(&old)),
-                    was_active: old.is_active(),
-                    folder: Folder::from_state(old),
-                }
-            }
+        let pending = self
+            .pending
+            .as_ref()
+            .and_then(|p| p.run(run_id).map(|w| p.state(w)));
+        let old = match pending {
+            Some(bytes) => Some(RunState::decode(bytes)?),
+            None => match self.runs.get(run_id)? {
+                Some(v) => Some(RunState::decode(v.value())?),
+                None => None,
+            },
+        };
+        Ok(match old {
+            Some(old) => SpanRun {
+                old_key: Some(sort_key(&old)),
+                was_active: old.is_active(),
+                folder: Folder::from_state(old),
+            },
             None => SpanRun {
                 folder: Folder::new(run_id),
                 old_key: None,

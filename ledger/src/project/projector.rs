@@ -46,9 +46,8 @@ pub fn catch_up_in_steps(
 ) -> Result<u64> {
     // A panic elsewhere cannot leave the unit value half-written.
     let _one_projector = ledger.projector.lock().unwrap_or_else(|p| p.into_inner());
-    let proj = ledger.proj_write_db()?;
-    let db = proj.writable().ok_or_else(|| busy(ledger))?;
-    catch_up_into(ledger, db, step, progress)
+    let proj = ledger.proj();
+    catch_up_into(ledger, proj.writable(ledger.path())?, step, progress)
 }
 
 /// Rebuilds every projection from the log into a new file beside the projections
@@ -66,7 +65,7 @@ pub fn rebuild_in_spans(
 ) -> Result<u64> {
     let _one_projector = ledger.projector.lock().unwrap_or_else(|p| p.into_inner());
     // Only the process that may write the projections may replace them.
-    ledger.proj_write_db()?;
+    ledger.proj().writable(ledger.path())?;
     let fresh_path = rebuilding_path(ledger.path());
     let fresh = create_projections(&fresh_path)?;
     let applied = catch_up_into(ledger, &fresh, span, progress)?;
@@ -86,12 +85,6 @@ pub fn rebuild_in_spans(
     }
     ledger.replace_projections(fresh);
     Ok(applied)
-}
-
-fn busy(ledger: &Ledger) -> Error {
-    Error::Busy {
-        path: ledger.path().to_path_buf(),
-    }
 }
 
 /// Catches the projections in `db` up to the log's head, in spans of at most `step` events.
@@ -135,24 +128,24 @@ fn catch_up_into(
                 Ok(())
             })
             .map_err(Error::IoPlain)?;
+        // Returns the end of the last span handed over.
         let mut planning = || -> Result<u64> {
-            let mut from = applied + 1;
-            let mut committed = applied;
-            while from <= head {
-                let to = head.min(from - 1 + step.max(1));
-                let plan = Arc::new(planner.plan(from, to)?);
+            let mut last = applied;
+            while last < head {
+                let to = head.min(last + step.max(1));
+                let plan = Arc::new(planner.plan(last + 1, to)?);
                 if send.send(plan.clone()).is_err() {
                     // The writer failed; its error is the one to report.
                     break;
                 }
-                if let Some(before) = from.checked_sub(1).filter(|&b| b > committed) {
-                    committed = before;
-                    progress(committed, head);
+                // Handing this span over waited for the writer to commit the one before.
+                if last > applied {
+                    progress(last, head);
                 }
                 planner.handed_over(plan, db.begin_read()?)?;
-                from = to + 1;
+                last = to;
             }
-            Ok(from - 1)
+            Ok(last)
         };
         let planned = planning();
         drop(send);
