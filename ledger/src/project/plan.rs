@@ -10,7 +10,7 @@
 //! may still be writing ([`Planner::pending`]): planning the next span overlaps with writing the
 //! previous one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use redb::{ReadTransaction, ReadableTable};
@@ -46,6 +46,7 @@ pub(super) struct RunWrite {
     pub run_id: String,
     /// Where its encoded state sits in [`Plan::states`].
     pub state: std::ops::Range<usize>,
+    /// Its `runs_by_start` key before the span; `None` when the tables do not hold the run yet.
     pub old_key: Option<i64>,
     pub key: i64,
     pub was_active: bool,
@@ -97,6 +98,35 @@ pub(super) struct Planner<'a> {
     active: Option<BTreeSet<String>>,
     /// The greatest `completions` key so far.
     last_completion: Option<(i64, u64)>,
+    /// Set when the projections were empty as this catch-up began (a rebuild).
+    planned: Option<PlannedKeys>,
+}
+
+/// Hashes of the run ids and links planned so far, from empty projections: a key not here is
+/// not in the tables either, so it is not looked up (a miss costs a B-tree descent, ~1 µs, and
+/// almost every run and link of a rebuild is new). A hash found here only means "look it up".
+#[derive(Default)]
+struct PlannedKeys {
+    runs: HashSet<u64, Fast>,
+    links: HashSet<u64, Fast>,
+}
+
+impl PlannedKeys {
+    fn run(run_id: &str) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(run_id.as_bytes())
+    }
+
+    fn link(parent: &str, child: &str) -> u64 {
+        let seed = xxhash_rust::xxh3::xxh3_64(parent.as_bytes());
+        xxhash_rust::xxh3::xxh3_64_with_seed(child.as_bytes(), seed)
+    }
+
+    fn add(&mut self, plan: &Plan) {
+        self.runs
+            .extend(plan.runs.iter().map(|r| Self::run(&r.run_id)));
+        self.links
+            .extend(plan.links.iter().map(|((p, c), _)| Self::link(p, c)));
+    }
 }
 
 /// A run touched by the span being planned.
@@ -113,7 +143,9 @@ impl<'a> Planner<'a> {
             .open_table(COMPLETIONS)?
             .last()?
             .map(|(k, _)| k.value());
+        let empty = super::projector::applied_in(&snapshot)? == 0;
         Ok(Planner {
+            planned: empty.then(PlannedKeys::default),
             reader,
             runs: snapshot.open_table(RUNS)?,
             snapshot,
@@ -146,7 +178,11 @@ impl<'a> Planner<'a> {
             }
             chunk_from = chunk_to + 1;
         }
-        self.finish(from, to, span)
+        let plan = self.finish(from, to, span)?;
+        if let Some(planned) = self.planned.as_mut() {
+            planned.add(&plan);
+        }
+        Ok(plan)
     }
 
     /// Folds events `from..=to` into the span's runs, in `(ts, seq)` order per run, and
@@ -206,27 +242,38 @@ impl<'a> Planner<'a> {
 
     /// A run as it stands before the span: in the pending plan, else in the snapshot, else new.
     fn before_span(&self, run_id: &str) -> Result<SpanRun> {
+        let Some(old) = self.stored_before_span(run_id)? else {
+            return Ok(SpanRun {
+                folder: Folder::new(run_id),
+                old_key: None,
+                was_active: false,
+            });
+        };
+        Ok(SpanRun {
+            old_key: Some(sort_key(&old)),
+            was_active: old.is_active(),
+            folder: Folder::from_state(old),
+        })
+    }
+
+    /// A run's state in the pending plan, else in the snapshot.
+    fn stored_before_span(&self, run_id: &str) -> Result<Option<RunState>> {
+        let never_planned = self
+            .planned
+            .as_ref()
+            .is_some_and(|p| !p.runs.contains(&PlannedKeys::run(run_id)));
+        if never_planned {
+            return Ok(None);
+        }
         let pending = self
             .pending
             .as_ref()
             .and_then(|p| p.run(run_id).map(|w| p.state(w)));
-        let old = match pending {
+        Ok(match pending {
             Some(bytes) => Some(RunState::decode(bytes)?),
             None => match self.runs.get(run_id)? {
                 Some(v) => Some(RunState::decode(v.value())?),
                 None => None,
-            },
-        };
-        Ok(match old {
-            Some(old) => SpanRun {
-                old_key: Some(sort_key(&old)),
-                was_active: old.is_active(),
-                folder: Folder::from_state(old),
-            },
-            None => SpanRun {
-                folder: Folder::new(run_id),
-                old_key: None,
-                was_active: false,
             },
         })
     }
@@ -293,11 +340,19 @@ impl<'a> Planner<'a> {
         let children = self.snapshot.open_table(CHILDREN)?;
         let mut links = Vec::with_capacity(span.links.len());
         for ((parent, child), seq) in span.links {
-            let prev = match self.pending.as_ref().and_then(|p| p.link(&parent, &child)) {
-                Some(s) => Some(s),
-                None => children
-                    .get((parent.as_str(), child.as_str()))?
-                    .map(|v| v.value()),
+            let never_planned = self
+                .planned
+                .as_ref()
+                .is_some_and(|p| !p.links.contains(&PlannedKeys::link(&parent, &child)));
+            let prev = if never_planned {
+                None
+            } else {
+                match self.pending.as_ref().and_then(|p| p.link(&parent, &child)) {
+                    Some(s) => Some(s),
+                    None => children
+                        .get((parent.as_str(), child.as_str()))?
+                        .map(|v| v.value()),
+                }
             };
             if prev.is_none_or(|p| p > seq) {
                 links.push(((parent, child), seq));
