@@ -426,7 +426,6 @@ impl Folder {
     fn progress(&mut self, path: &str, value: Value, append: bool) {
         let mut parts = path.split('.');
         let root = parts.next().unwrap_or("");
-        let rest: Vec<&str> = parts.collect();
         let slot = match root {
             "output" => self.output.value_mut(),
             "input" => self.input.value_mut(),
@@ -435,15 +434,13 @@ impl Folder {
                 if !extra.is_object() {
                     *extra = Value::Object(Default::default());
                 }
-                let mut path = vec![root];
-                path.extend(rest);
-                if let Some(leaf) = walk(extra, &path) {
+                if let Some(leaf) = walk(extra, std::iter::once(root).chain(parts)) {
                     put(leaf, value, append);
                 }
                 return;
             }
         };
-        if let Some(leaf) = walk(slot, &rest) {
+        if let Some(leaf) = walk(slot, parts) {
             put(leaf, value, append);
         }
     }
@@ -461,7 +458,10 @@ impl Folder {
 
 /// Walks `path` from `v`, creating objects on the way; `None` when an array index is out of
 /// range.
-fn walk<'v>(mut v: &'v mut Value, path: &[&str]) -> Option<&'v mut Value> {
+fn walk<'v, 'p>(
+    mut v: &'v mut Value,
+    path: impl Iterator<Item = &'p str>,
+) -> Option<&'v mut Value> {
     for seg in path {
         if let (Value::Array(a), Ok(i)) = (&*v, seg.parse::<usize>()) {
             if i >= a.len() {
@@ -475,7 +475,11 @@ fn walk<'v>(mut v: &'v mut Value, path: &[&str]) -> Option<&'v mut Value> {
             *v = Value::Object(Default::default());
         }
         let Value::Object(m) = v else { return None };
-        v = m.entry(seg.to_string()).or_insert(Value::Null);
+        // Streaming updates hit the same keys again: allocate a key only when it is new.
+        if !m.contains_key(seg) {
+            m.insert(seg.to_owned(), Value::Null);
+        }
+        v = m.get_mut(seg)?;
     }
     Some(v)
 }
