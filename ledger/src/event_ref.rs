@@ -161,7 +161,7 @@ pub struct StoredEventRef<'e, 'a> {
     pub event: &'e EventRef<'a>,
 }
 
-fn owned(t: Option<Text>) -> Option<String> {
+pub(crate) fn owned(t: Option<Text>) -> Option<String> {
     t.map(Cow::into_owned)
 }
 
@@ -191,6 +191,27 @@ impl RunFieldsRef<'_> {
 }
 
 impl RunFields {
+    /// The same fields, each string moved into a `Cow::Owned`.
+    pub fn into_ref(self) -> RunFieldsRef<'static> {
+        let t = |s: Option<String>| s.map(Cow::Owned);
+        RunFieldsRef {
+            operation: t(self.operation),
+            doctype: t(self.doctype),
+            template: t(self.template),
+            flow: t(self.flow),
+            owner: t(self.owner),
+            agent: t(self.agent),
+            role: t(self.role),
+            parent_run_id: t(self.parent_run_id),
+            chain_id: t(self.chain_id),
+            step_id: t(self.step_id),
+            step_index: self.step_index,
+            input: t(self.input),
+            options: t(self.options),
+            extra: t(self.extra),
+        }
+    }
+
     pub fn borrowed(&self) -> RunFieldsRef<'_> {
         RunFieldsRef {
             operation: borrowed(&self.operation),

@@ -10,6 +10,7 @@
 //! may still be writing ([`Planner::pending`]): planning the next span overlaps with writing the
 //! previous one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -28,22 +29,49 @@ pub(super) struct Plan {
     pub to: u64,
     /// The log's chain hash at `to`.
     pub to_hash: block::Hash,
+    /// The plan's strings; the lists below name them.
+    pub names: Names,
     /// By run id.
     pub runs: Vec<RunWrite>,
     /// The runs' encoded states, one after another.
     pub states: Vec<u8>,
     /// (parent, child) links new or seen earlier than recorded.
-    pub links: Vec<((String, String), u64)>,
-    /// (doctype, name, seq, encoded [`DocRecord`]).
-    pub docs: Vec<(String, String, u64, Vec<u8>)>,
-    pub completions: Vec<(i64, u64, String)>,
+    pub links: Vec<(Name, Name, u64)>,
+    /// (doctype, name, seq, where its encoded [`DocRecord`] sits in `records`).
+    pub docs: Vec<(Name, Name, u64, std::ops::Range<usize>)>,
+    pub records: Vec<u8>,
+    /// (ts, seq, run id).
+    pub completions: Vec<(i64, u64, Name)>,
     /// The checkpoints the span reaches, ascending.
     pub checkpoints: Vec<Checkpoint>,
 }
 
+/// Strings one after another in one buffer: a plan holds tens of thousands, which as
+/// allocations of their own cost a malloc and a free each (dropping a plan's took 5 % of the
+/// planner's time).
+#[derive(Default)]
+pub(super) struct Names(String);
+
+/// A string's place in [`Names`].
+#[derive(Clone, Copy)]
+pub(super) struct Name(u32, u32);
+
+impl Names {
+    fn add(&mut self, s: &str) -> Name {
+        let start = self.0.len();
+        self.0.push_str(s);
+        // A span's strings stay far below 4 GiB (a span is at most a few MiB of events).
+        Name(start as u32, self.0.len() as u32)
+    }
+
+    pub fn get(&self, n: Name) -> &str {
+        self.0.get(n.0 as usize..n.1 as usize).unwrap_or_default()
+    }
+}
+
 /// A run's new row and what the tables hold for it before the span.
 pub(super) struct RunWrite {
-    pub run_id: String,
+    pub run_id: Name,
     /// Where its encoded state sits in [`Plan::states`].
     pub state: std::ops::Range<usize>,
     /// Its `runs_by_start` key before the span; `None` when the tables do not hold the run yet.
@@ -66,10 +94,14 @@ impl Plan {
         &self.states[r.state.clone()]
     }
 
+    pub fn name(&self, n: Name) -> &str {
+        self.names.get(n)
+    }
+
     fn run(&self, run_id: &str) -> Option<&RunWrite> {
         let i = self
             .runs
-            .binary_search_by(|r| r.run_id.as_str().cmp(run_id))
+            .binary_search_by(|r| self.name(r.run_id).cmp(run_id))
             .ok()?;
         self.runs.get(i)
     }
@@ -77,9 +109,9 @@ impl Plan {
     fn link(&self, parent: &str, child: &str) -> Option<u64> {
         let i = self
             .links
-            .binary_search_by(|((p, c), _)| (p.as_str(), c.as_str()).cmp(&(parent, child)))
+            .binary_search_by(|&(p, c, _)| (self.name(p), self.name(c)).cmp(&(parent, child)))
             .ok()?;
-        self.links.get(i).map(|(_, seq)| *seq)
+        self.links.get(i).map(|&(_, _, seq)| seq)
     }
 }
 
@@ -123,15 +155,18 @@ impl PlannedKeys {
 
     fn add(&mut self, plan: &Plan) {
         self.runs
-            .extend(plan.runs.iter().map(|r| Self::run(&r.run_id)));
-        self.links
-            .extend(plan.links.iter().map(|((p, c), _)| Self::link(p, c)));
+            .extend(plan.runs.iter().map(|r| Self::run(plan.name(r.run_id))));
+        self.links.extend(
+            plan.links
+                .iter()
+                .map(|&(p, c, _)| Self::link(plan.name(p), plan.name(c))),
+        );
     }
 }
 
-/// A run touched by the span being planned.
-struct SpanRun {
-    folder: Folder,
+/// A run touched by the span being planned, borrowing from the span's events.
+struct SpanRun<'b> {
+    folder: Folder<'b>,
     /// Its `runs_by_start` key and whether it was active, before the span.
     old_key: Option<i64>,
     was_active: bool,
@@ -166,12 +201,19 @@ impl<'a> Planner<'a> {
 
     /// Folds events `from..=to` (the span after the last one planned).
     pub fn plan(&mut self, from: u64, to: u64) -> Result<Plan> {
+        // The span's events are read in place, and its runs borrow their strings from them
+        // until they are encoded.
+        let stored = self.reader.blocks(from, to)?;
+        let blocks = stored
+            .iter()
+            .map(|(first, bytes)| Block::new(*first, bytes.value()))
+            .collect::<Result<Vec<_>>>()?;
         let mut span = Span::default();
         let mut chunk_from = from;
         while chunk_from <= to {
             let boundary = (chunk_from / CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY;
             let chunk_to = to.min(boundary);
-            self.fold_chunk(chunk_from, chunk_to, &mut span)?;
+            self.fold_chunk(&blocks, chunk_from, chunk_to, &mut span)?;
             if chunk_to % CHECKPOINT_EVERY == 0 {
                 let checkpoint = self.checkpoint(chunk_to, &span)?;
                 span.checkpoints.push(checkpoint);
@@ -185,13 +227,21 @@ impl<'a> Planner<'a> {
         Ok(plan)
     }
 
-    /// Folds events `from..=to` into the span's runs, in `(ts, seq)` order per run, and
-    /// collects their links, record changes and completions. The events are read in place.
-    fn fold_chunk(&mut self, from: u64, to: u64, span: &mut Span) -> Result<()> {
-        let stored = self.reader.blocks(from, to)?;
+    /// Folds events `from..=to` of `blocks` into the span's runs, in `(ts, seq)` order per
+    /// run, and collects their links, record changes and completions.
+    fn fold_chunk<'b>(
+        &mut self,
+        blocks: &[Block<'b>],
+        from: u64,
+        to: u64,
+        span: &mut Span<'b>,
+    ) -> Result<()> {
         let mut by_run: HashMap<&str, Vec<Slot>, Fast> = HashMap::default();
-        for (first, bytes) in &stored {
-            let block = Block::new(*first, bytes.value())?;
+        for block in blocks {
+            let first = block.first_seq();
+            if first > to || first + (block.len() as u64) <= from {
+                continue;
+            }
             for i in 0..block.len() {
                 let seq = first + i as u64;
                 if seq < from || seq > to {
@@ -213,7 +263,7 @@ impl<'a> Planner<'a> {
                 None => {
                     span.folded.push(self.before_span(run_id)?);
                     let i = span.folded.len() - 1;
-                    span.index.insert(run_id.to_owned(), i);
+                    span.index.insert(run_id, i);
                     i
                 }
             };
@@ -241,7 +291,7 @@ impl<'a> Planner<'a> {
     }
 
     /// A run as it stands before the span: in the pending plan, else in the snapshot, else new.
-    fn before_span(&self, run_id: &str) -> Result<SpanRun> {
+    fn before_span<'b>(&self, run_id: &'b str) -> Result<SpanRun<'b>> {
         let Some(old) = self.stored_before_span(run_id)? else {
             return Ok(SpanRun {
                 folder: Folder::new(run_id),
@@ -288,17 +338,16 @@ impl<'a> Planner<'a> {
                 for item in self.snapshot.open_table(ACTIVE)?.iter()? {
                     set.insert(item?.0.value().to_owned());
                 }
-                let pending = self.pending.iter().flat_map(|p| &p.runs);
-                for (id, active) in
-                    pending
-                        .map(|r| (&r.run_id, r.active))
-                        .chain(span.folded.iter().map(|r| {
-                            let state = r.folder.state();
-                            (&state.run_id, state.is_active())
-                        }))
-                {
+                let pending = self
+                    .pending
+                    .iter()
+                    .flat_map(|p| p.runs.iter().map(|r| (p.name(r.run_id), r.active)));
+                for (id, active) in pending.chain(span.folded.iter().map(|r| {
+                    let state = r.folder.state();
+                    (&*state.run_id, state.is_active())
+                })) {
                     if active {
-                        set.insert(id.clone());
+                        set.insert(id.to_owned());
                     } else {
                         set.remove(id);
                     }
@@ -320,56 +369,65 @@ impl<'a> Planner<'a> {
 
     /// Encodes the span's runs and keeps the links that are new or earlier than recorded.
     fn finish(&self, from: u64, to: u64, span: Span) -> Result<Plan> {
+        let mut names = Names::default();
         let mut runs = Vec::with_capacity(span.folded.len());
-        let mut states = Vec::new();
+        // Sized as the last span's, rather than grown (and copied) by doubling.
+        let mut states = Vec::with_capacity(self.pending.as_ref().map_or(0, |p| p.states.len()));
         for r in span.folded {
-            let mut state = r.folder.finish();
+            let state = r.folder.finish();
             let start = states.len();
             states = state.encode_into(states)?;
-            let run_id = std::mem::take(&mut state.run_id);
             runs.push(RunWrite {
                 state: start..states.len(),
                 old_key: r.old_key,
-                key: sort_key(&state),
+                key: state.sort_key(),
                 was_active: r.was_active,
                 active: state.is_active(),
-                run_id,
+                run_id: names.add(&state.run_id),
             });
         }
-        runs.sort_unstable_by(|a, b| a.run_id.cmp(&b.run_id));
+        runs.sort_unstable_by(|a, b| names.get(a.run_id).cmp(names.get(b.run_id)));
         let children = self.snapshot.open_table(CHILDREN)?;
         let mut links = Vec::with_capacity(span.links.len());
         for ((parent, child), seq) in span.links {
             let never_planned = self
                 .planned
                 .as_ref()
-                .is_some_and(|p| !p.links.contains(&PlannedKeys::link(&parent, &child)));
+                .is_some_and(|p| !p.links.contains(&PlannedKeys::link(parent, child)));
             let prev = if never_planned {
                 None
             } else {
-                match self.pending.as_ref().and_then(|p| p.link(&parent, &child)) {
+                match self.pending.as_ref().and_then(|p| p.link(parent, child)) {
                     Some(s) => Some(s),
-                    None => children
-                        .get((parent.as_str(), child.as_str()))?
-                        .map(|v| v.value()),
+                    None => children.get((parent, child))?.map(|v| v.value()),
                 }
             };
             if prev.is_none_or(|p| p > seq) {
-                links.push(((parent, child), seq));
+                links.push((names.add(parent), names.add(child), seq));
             }
         }
         let mut docs = span.docs;
-        docs.sort_unstable();
+        docs.sort_unstable_by_key(|d| (d.0, d.1, d.2));
+        let docs = docs
+            .into_iter()
+            .map(|(doctype, name, seq, record)| (names.add(doctype), names.add(name), seq, record))
+            .collect();
         let mut completions = span.completions;
-        completions.sort_unstable();
+        completions.sort_unstable_by_key(|c| (c.0, c.1));
+        let completions = completions
+            .into_iter()
+            .map(|(ts, seq, run_id)| (ts, seq, names.add(run_id)))
+            .collect();
         Ok(Plan {
             from,
             to,
             to_hash: span.to_hash,
+            names,
             runs,
             states,
             links,
             docs,
+            records: span.records,
             completions,
             checkpoints: span.checkpoints,
         })
@@ -397,33 +455,40 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-/// What a span has gathered so far.
+/// What a span has gathered so far, borrowing from its events.
 #[derive(Default)]
-struct Span {
+struct Span<'b> {
     /// The runs the span touched, in the order first touched. One vector rather than one
     /// allocation per run: glibc frees hundreds of thousands of boxes slowly (consolidating).
-    folded: Vec<SpanRun>,
+    folded: Vec<SpanRun<'b>>,
     /// Each run's place in `folded`.
-    index: HashMap<String, usize, Fast>,
+    index: HashMap<&'b str, usize, Fast>,
     /// (parent, child) -> first seq naming that parent.
-    links: BTreeMap<(String, String), u64>,
-    docs: Vec<(String, String, u64, Vec<u8>)>,
-    completions: Vec<(i64, u64, String)>,
+    links: BTreeMap<(&'b str, &'b str), u64>,
+    /// (doctype, name, seq, where its encoded [`DocRecord`] sits in `records`).
+    docs: Vec<(&'b str, &'b str, u64, std::ops::Range<usize>)>,
+    records: Vec<u8>,
+    completions: Vec<(i64, u64, &'b str)>,
     completions_max: Option<(i64, u64)>,
     checkpoints: Vec<Checkpoint>,
     /// The chain hash of the last event folded.
     to_hash: block::Hash,
 }
 
-impl Span {
+impl<'b> Span<'b> {
     /// Collects what an event adds besides its run's fold: a parent link, a record change, a
     /// completion.
-    fn collect(&mut self, run_id: &str, ts: i64, seq: u64, body: &ArchivedBody) -> Result<()> {
+    fn collect(
+        &mut self,
+        run_id: &'b str,
+        ts: i64,
+        seq: u64,
+        body: &'b ArchivedBody,
+    ) -> Result<()> {
         match body {
             ArchivedBody::Started { run } | ArchivedBody::Checkpoint { run, .. } => {
                 if let Some(p) = run.parent_run_id.as_ref() {
-                    let key = (p.as_str().to_owned(), run_id.to_owned());
-                    self.links.entry(key).or_insert(seq);
+                    self.links.entry((p.as_str(), run_id)).or_insert(seq);
                 }
             }
             ArchivedBody::Doc {
@@ -433,20 +498,19 @@ impl Span {
                 data,
                 before,
             } => {
-                let record = DocRecord {
+                let record = DocRecordRef {
                     ts_ms: ts,
                     change: change.get(),
-                    run_id: run_id.to_owned(),
-                    data: data.as_ref().map(|d| d.as_str().to_owned()),
-                    before: before.as_ref().map(|d| d.as_str().to_owned()),
+                    run_id: Cow::Borrowed(run_id),
+                    data: data.as_ref().map(|d| Cow::Borrowed(d.as_str())),
+                    before: before.as_ref().map(|d| Cow::Borrowed(d.as_str())),
                 };
-                let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&record)?.to_vec();
-                self.docs.push((
-                    doctype.as_str().to_owned(),
-                    name.as_str().to_owned(),
-                    seq,
-                    bytes,
-                ));
+                let start = self.records.len();
+                let records = std::mem::take(&mut self.records);
+                self.records =
+                    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&record, records)?;
+                let at = start..self.records.len();
+                self.docs.push((doctype.as_str(), name.as_str(), seq, at));
             }
             _ => {}
         }
@@ -456,7 +520,7 @@ impl Span {
             _ => false,
         };
         if completed {
-            self.completions.push((ts, seq, run_id.to_owned()));
+            self.completions.push((ts, seq, run_id));
             self.completions_max = self.completions_max.max(Some((ts, seq)));
         }
         Ok(())
@@ -476,7 +540,12 @@ pub(crate) fn sort_key(s: &RunState) -> i64 {
 }
 
 /// Folds a run from stored seqs plus a chunk's new slots.
-fn refold(reader: &LogReader, run_id: &str, stored: &[u64], slots: &[Slot]) -> Result<Folder> {
+fn refold(
+    reader: &LogReader,
+    run_id: &str,
+    stored: &[u64],
+    slots: &[Slot],
+) -> Result<Folder<'static>> {
     let mut arena = Vec::new();
     let gathered = gather(reader, stored.iter().copied(), &mut arena)?;
     let mut events: Vec<(i64, u64, &ArchivedStoredEvent)> = gathered
@@ -490,7 +559,8 @@ fn refold(reader: &LogReader, run_id: &str, stored: &[u64], slots: &[Slot]) -> R
     for (_, _, ev) in events {
         folder.apply(ev);
     }
-    Ok(folder)
+    // The arena goes: the folder keeps copies of what it borrowed.
+    Ok(folder.into_static())
 }
 
 /// Folds a run over its events with seq ≤ `at` (time travel). `None` when it had none.
@@ -507,7 +577,7 @@ pub(crate) fn fold_until(reader: &LogReader, run: &RunState, at: u64) -> Result<
         // SAFETY: `gather` copied these bytes after `block::access` checked them.
         folder.apply(unsafe { block::access_prechecked(&arena[a..z]) });
     }
-    Ok(Some(folder.finish()))
+    Ok(Some(folder.finish().into_owned()))
 }
 
 /// `(ts, seq, span in an arena)` of one event.

@@ -15,7 +15,10 @@ use redb::{CursorError, ReadableDatabase, ReadableTable, WriteTransaction};
 use super::plan::{Plan, Planner};
 use super::tables::*;
 use crate::error::{Error, Result};
-use crate::log::{create_projections, projections_path, rebuilding_path, Ledger};
+use crate::log::{
+    create_projections, projections_path, rebuilding_path, Ledger, PROJECTIONS_CACHE_BYTES,
+    REBUILD_CACHE_BYTES,
+};
 
 /// Events per projection transaction when catching up. Measured at 1 M events (rebuild,
 /// `rebuild_profile` example): spans of 16–32 Ki events are fastest; at 256 Ki, 25 % slower
@@ -69,8 +72,10 @@ pub fn rebuild_in_spans(
     // Only the process that may write the projections may replace them.
     ledger.proj().writable(ledger.path())?;
     let fresh_path = rebuilding_path(ledger.path());
-    let fresh = create_projections(&fresh_path)?;
+    let fresh = create_projections(&fresh_path, REBUILD_CACHE_BYTES)?;
     let applied = catch_up_into(ledger, &fresh, span, progress)?;
+    // Closed, to be opened again with the cache queries want.
+    drop(fresh);
     let path = projections_path(ledger.path());
     std::fs::rename(&fresh_path, &path).map_err(|source| Error::Io {
         path: path.clone(),
@@ -85,7 +90,7 @@ pub fn rebuild_in_spans(
                 source,
             })?;
     }
-    ledger.replace_projections(fresh);
+    ledger.replace_projections(create_projections(&path, PROJECTIONS_CACHE_BYTES)?);
     Ok(applied)
 }
 
@@ -202,20 +207,21 @@ fn write_span(tx: &WriteTransaction, plan: &Plan) -> Result<()> {
         // Runs the table holds already are replaced in place; new ones go in through a cursor.
         let (known, new): (Vec<_>, Vec<_>) = plan.runs.iter().partition(|r| r.old_key.is_some());
         for r in known {
-            runs.insert(r.run_id.as_str(), plan.state(r))?;
+            runs.insert(plan.name(r.run_id), plan.state(r))?;
         }
         insert_sorted(
             &mut runs,
-            new.into_iter().map(|r| (r.run_id.as_str(), plan.state(r))),
+            new.into_iter()
+                .map(|r| (plan.name(r.run_id), plan.state(r))),
         )?;
     }
     {
         let moved = plan.runs.iter().filter(|r| r.old_key != Some(r.key));
         let mut removed: Vec<(i64, &str)> = moved
             .clone()
-            .filter_map(|r| Some((r.old_key?, r.run_id.as_str())))
+            .filter_map(|r| Some((r.old_key?, plan.name(r.run_id))))
             .collect();
-        let mut added: Vec<(i64, &str)> = moved.map(|r| (r.key, r.run_id.as_str())).collect();
+        let mut added: Vec<(i64, &str)> = moved.map(|r| (r.key, plan.name(r.run_id))).collect();
         removed.sort_unstable();
         added.sort_unstable();
         let mut by_start = tx.open_table(RUNS_BY_START)?;
@@ -228,9 +234,9 @@ fn write_span(tx: &WriteTransaction, plan: &Plan) -> Result<()> {
         let mut active = tx.open_table(ACTIVE)?;
         for r in plan.runs.iter().filter(|r| r.active != r.was_active) {
             if r.active {
-                active.insert(r.run_id.as_str(), ())?;
+                active.insert(plan.name(r.run_id), ())?;
             } else {
-                active.remove(r.run_id.as_str())?;
+                active.remove(plan.name(r.run_id))?;
             }
         }
     }
@@ -239,7 +245,7 @@ fn write_span(tx: &WriteTransaction, plan: &Plan) -> Result<()> {
         let links = plan.links.iter();
         insert_sorted(
             &mut children,
-            links.map(|((parent, child), seq)| ((parent.as_str(), child.as_str()), *seq)),
+            links.map(|&(parent, child, seq)| ((plan.name(parent), plan.name(child)), seq)),
         )?;
     }
     {
@@ -248,7 +254,8 @@ fn write_span(tx: &WriteTransaction, plan: &Plan) -> Result<()> {
         insert_sorted(
             &mut docs,
             rows.map(|(doctype, name, seq, record)| {
-                ((doctype.as_str(), name.as_str(), *seq), record.as_slice())
+                let key = (plan.name(*doctype), plan.name(*name), *seq);
+                (key, &plan.records[record.clone()])
             }),
         )?;
     }
@@ -257,7 +264,7 @@ fn write_span(tx: &WriteTransaction, plan: &Plan) -> Result<()> {
         let rows = plan.completions.iter();
         insert_sorted(
             &mut completions,
-            rows.map(|(ts, seq, run_id)| ((*ts, *seq), run_id.as_str())),
+            rows.map(|&(ts, seq, run_id)| ((ts, seq), plan.name(run_id))),
         )?;
     }
     {

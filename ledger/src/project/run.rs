@@ -5,6 +5,9 @@
 //! in `(ts, seq)` order whatever order they arrived in, the result does not depend on arrival
 //! order across runs.
 
+use std::borrow::Cow;
+
+use rkyv::with::{AsOwned, Map};
 use rkyv::{Archive, Deserialize, Serialize};
 use serde_json::Value;
 
@@ -12,6 +15,7 @@ use crate::event::{
     ArchivedBody, ArchivedErrorInfo, ArchivedRunFields, ArchivedStoredEvent, CheckpointStatus,
     JsonText, RunFields,
 };
+use crate::event_ref::{owned, RunFieldsRef, Text};
 
 /// A run's status.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,6 +133,126 @@ impl ArchivedRunState {
     }
 }
 
+/// [`RunState`] while it is folded: strings borrowed from the events being folded (or owned,
+/// where the state was read back from the tables). It archives as [`RunState`]'s archive (`as =
+/// ArchivedRunState`, fields in the same order; a test compares the bytes), so a rebuild
+/// encodes each run without first copying every field it merged into its own allocation.
+#[derive(Archive, Serialize, Debug, Clone, PartialEq, Default)]
+#[rkyv(as = ArchivedRunState)]
+#[rkyv(serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator, <__S as rkyv::rancor::Fallible>::Error: rkyv::rancor::Source))]
+pub struct RunStateRef<'a> {
+    #[rkyv(with = AsOwned, omit_bounds)]
+    pub run_id: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub fields: RunFieldsRef<'a>,
+    #[rkyv(with = Map<AsOwned>, omit_bounds)]
+    pub output: Option<Text<'a>>,
+    #[rkyv(with = Map<AsOwned>, omit_bounds)]
+    pub error: Option<Text<'a>>,
+    #[rkyv(with = Map<AsOwned>, omit_bounds)]
+    pub cancel_reason: Option<Text<'a>>,
+    pub terminal: Option<Status>,
+    pub waiting: bool,
+    #[rkyv(with = Map<AsOwned>, omit_bounds)]
+    pub wait_step: Option<Text<'a>>,
+    #[rkyv(with = Map<AsOwned>, omit_bounds)]
+    pub wait_prompt: Option<Text<'a>>,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub reported_duration_ms: Option<i64>,
+    pub events: u32,
+    pub seqs: Vec<u64>,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub start_seq: Option<u64>,
+    pub terminal_seq: Option<u64>,
+    pub fold_ts: i64,
+    pub fold_seq: u64,
+}
+
+impl RunStateRef<'_> {
+    /// [`RunState::is_active`].
+    pub fn is_active(&self) -> bool {
+        self.start_seq.is_some() && self.terminal_seq.is_none()
+    }
+
+    /// [`RunState::follows`].
+    pub fn follows(&self, ts: i64, seq: u64) -> bool {
+        self.events == 0 || (ts, seq) > (self.fold_ts, self.fold_seq)
+    }
+
+    /// The time a run sorts by in listings: its start, else its end, else its last event.
+    pub fn sort_key(&self) -> i64 {
+        self.started_ms.or(self.ended_ms).unwrap_or(self.fold_ts)
+    }
+
+    /// [`RunState::encode_into`]: the same bytes.
+    pub fn encode_into(&self, buf: Vec<u8>) -> crate::Result<Vec<u8>> {
+        Ok(rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
+            self, buf,
+        )?)
+    }
+
+    /// Every string copied out of what it borrowed.
+    pub fn into_static(self) -> RunStateRef<'static> {
+        self.into_owned().into_ref()
+    }
+
+    pub fn into_owned(self) -> RunState {
+        RunState {
+            run_id: self.run_id.into_owned(),
+            fields: self.fields.into_owned(),
+            output: owned(self.output),
+            error: owned(self.error),
+            cancel_reason: owned(self.cancel_reason),
+            terminal: self.terminal,
+            waiting: self.waiting,
+            wait_step: owned(self.wait_step),
+            wait_prompt: owned(self.wait_prompt),
+            started_ms: self.started_ms,
+            ended_ms: self.ended_ms,
+            reported_duration_ms: self.reported_duration_ms,
+            events: self.events,
+            seqs: self.seqs,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            start_seq: self.start_seq,
+            terminal_seq: self.terminal_seq,
+            fold_ts: self.fold_ts,
+            fold_seq: self.fold_seq,
+        }
+    }
+}
+
+impl RunState {
+    /// The same state, each string moved into a `Cow::Owned`.
+    pub fn into_ref(self) -> RunStateRef<'static> {
+        let t = |s: Option<String>| s.map(Cow::Owned);
+        RunStateRef {
+            run_id: Cow::Owned(self.run_id),
+            fields: self.fields.into_ref(),
+            output: t(self.output),
+            error: t(self.error),
+            cancel_reason: t(self.cancel_reason),
+            terminal: self.terminal,
+            waiting: self.waiting,
+            wait_step: t(self.wait_step),
+            wait_prompt: t(self.wait_prompt),
+            started_ms: self.started_ms,
+            ended_ms: self.ended_ms,
+            reported_duration_ms: self.reported_duration_ms,
+            events: self.events,
+            seqs: self.seqs,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            start_seq: self.start_seq,
+            terminal_seq: self.terminal_seq,
+            fold_ts: self.fold_ts,
+            fold_seq: self.fold_seq,
+        }
+    }
+}
+
 /// What an event does to whether its run is active: starts it (`start_seq` is the smallest seq
 /// of such an event), ends it (`terminal_seq`), or neither. The fold's `mark_start` and
 /// `terminal` calls follow this (a test checks every kind of event), so `state --at` can tell
@@ -212,27 +336,28 @@ impl RunState {
     }
 }
 
-/// Folds events into a [`RunState`]. JSON fields that streaming updates touch are kept parsed
-/// while folding and written back once, so a run with many `run.progress` events costs linear
-/// time.
-pub struct Folder {
-    s: RunState,
-    output: Json,
-    input: Json,
-    extra: Json,
+/// Folds events into a run's state. Strings are borrowed from the events (`'a`), which the
+/// caller keeps for as long as the folder. JSON fields that streaming updates touch are kept
+/// parsed while folding and written back once, so a run with many `run.progress` events costs
+/// linear time.
+pub struct Folder<'a> {
+    s: RunStateRef<'a>,
+    output: Json<'a>,
+    input: Json<'a>,
+    extra: Json<'a>,
 }
 
 /// A JSON field while folding: kept as text until something needs to change inside it.
 #[derive(Default)]
-struct Json {
-    text: Option<JsonText>,
+struct Json<'a> {
+    text: Option<Text<'a>>,
     parsed: Option<Value>,
 }
 
-impl Json {
-    fn text(t: &str) -> Json {
+impl<'a> Json<'a> {
+    fn text(t: Option<Text<'a>>) -> Json<'a> {
         Json {
-            text: Some(t.to_owned()),
+            text: t,
             parsed: None,
         }
     }
@@ -248,43 +373,64 @@ impl Json {
         }
         self.parsed.get_or_insert(Value::Null)
     }
-    fn into_text(self) -> Option<JsonText> {
+    fn into_text(self) -> Option<Text<'a>> {
         match self.parsed {
             None => self.text,
-            Some(v) => Some(v.to_string()),
+            Some(v) => Some(Cow::Owned(v.to_string())),
+        }
+    }
+    fn into_static(self) -> Json<'static> {
+        Json {
+            text: self.text.map(|t| Cow::Owned(t.into_owned())),
+            parsed: self.parsed,
         }
     }
 }
 
-impl Folder {
-    pub fn new(run_id: &str) -> Self {
-        Folder::from_state(RunState::new(run_id))
+/// A string of an archived event, borrowed.
+fn text(s: &rkyv::string::ArchivedString) -> Text<'_> {
+    Cow::Borrowed(s.as_str())
+}
+
+impl<'a> Folder<'a> {
+    pub fn new(run_id: &'a str) -> Self {
+        Folder::from_ref(RunStateRef {
+            run_id: Cow::Borrowed(run_id),
+            ..RunStateRef::default()
+        })
     }
 
-    pub fn from_state(mut s: RunState) -> Self {
+    /// Goes on folding a stored state.
+    pub fn from_state(s: RunState) -> Folder<'static> {
+        Folder::from_ref(s.into_ref())
+    }
+
+    fn from_ref(mut s: RunStateRef<'a>) -> Self {
         Folder {
-            output: Json {
-                text: s.output.take(),
-                parsed: None,
-            },
-            input: Json {
-                text: s.fields.input.take(),
-                parsed: None,
-            },
-            extra: Json {
-                text: s.fields.extra.take(),
-                parsed: None,
-            },
+            output: Json::text(s.output.take()),
+            input: Json::text(s.fields.input.take()),
+            extra: Json::text(s.fields.extra.take()),
             s,
         }
     }
 
-    pub fn state(&self) -> &RunState {
+    /// The state so far, except the JSON fields being folded (`output`, `input`, `extra`).
+    pub fn state(&self) -> &RunStateRef<'a> {
         &self.s
     }
 
+    /// The same folder, borrowing nothing.
+    pub fn into_static(self) -> Folder<'static> {
+        Folder {
+            s: self.s.into_static(),
+            output: self.output.into_static(),
+            input: self.input.into_static(),
+            extra: self.extra.into_static(),
+        }
+    }
+
     /// Applies one event; it must come after every event folded so far in `(ts, seq)` order.
-    pub fn apply(&mut self, ev: &ArchivedStoredEvent) {
+    pub fn apply(&mut self, ev: &'a ArchivedStoredEvent) {
         let seq = ev.seq.to_native();
         let ts = ev.event.ts_ms.to_native();
         let s = &mut self.s;
@@ -316,13 +462,13 @@ impl Folder {
                     }
                     CheckpointStatus::Completed => {
                         if let Some(o) = output.as_ref() {
-                            self.output = Json::text(o);
+                            self.output = Json::text(Some(text(o)));
                         }
                         self.terminal(Status::Completed, ts, seq, duration);
                     }
                     CheckpointStatus::Failed => {
                         if let Some(e) = error.as_ref() {
-                            self.s.error = Some(error_json(e));
+                            self.s.error = Some(Cow::Owned(error_json(e)));
                         }
                         self.terminal(Status::Failed, ts, seq, duration);
                     }
@@ -341,8 +487,8 @@ impl Folder {
             }
             ArchivedBody::Waiting { step_id, prompt } => {
                 s.waiting = true;
-                s.wait_step = Some(step_id.as_str().to_owned());
-                s.wait_prompt = prompt.as_ref().map(|p| p.as_str().to_owned());
+                s.wait_step = Some(text(step_id));
+                s.wait_prompt = prompt.as_ref().map(text);
             }
             ArchivedBody::Resumed { .. } => {
                 s.waiting = false;
@@ -351,17 +497,17 @@ impl Folder {
                 output,
                 duration_ms,
             } => {
-                self.output = Json::text(output);
+                self.output = Json::text(Some(text(output)));
                 let d = duration_ms.as_ref().map(|d| d.to_native());
                 self.terminal(Status::Completed, ts, seq, d);
             }
             ArchivedBody::Failed { error, duration_ms } => {
-                s.error = Some(error_json(error));
+                s.error = Some(Cow::Owned(error_json(error)));
                 let d = duration_ms.as_ref().map(|d| d.to_native());
                 self.terminal(Status::Failed, ts, seq, d);
             }
             ArchivedBody::Cancelled { reason } => {
-                s.cancel_reason = reason.as_ref().map(|r| r.as_str().to_owned());
+                s.cancel_reason = reason.as_ref().map(text);
                 self.terminal(Status::Cancelled, ts, seq, None);
             }
             ArchivedBody::Doc { .. } => {}
@@ -384,14 +530,13 @@ impl Folder {
         s.terminal_seq = Some(s.terminal_seq.map_or(seq, |x| x.min(seq)));
     }
 
-    fn merge(&mut self, run: &ArchivedRunFields) {
+    fn merge(&mut self, run: &'a ArchivedRunFields) {
         let f = &mut self.s.fields;
         let set =
-            |dst: &mut Option<String>,
-             src: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
+            |dst: &mut Option<Text<'a>>,
+             src: &'a rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
                 if let Some(v) = src.as_ref() {
-                    // Not `to_string`: through `Display` it formats byte by byte.
-                    *dst = Some(v.as_str().to_owned());
+                    *dst = Some(text(v));
                 }
             };
         set(&mut f.operation, &run.operation);
@@ -409,7 +554,7 @@ impl Folder {
             f.step_index = Some(i.to_native());
         }
         if let Some(i) = run.input.as_ref() {
-            self.input = Json::text(i);
+            self.input = Json::text(Some(text(i)));
         }
         if let Some(x) = run.extra.as_ref() {
             if let Ok(Value::Object(new)) = serde_json::from_str::<Value>(x) {
@@ -445,7 +590,8 @@ impl Folder {
         }
     }
 
-    pub fn finish(self) -> RunState {
+    /// The folded state, still borrowing from the events.
+    pub fn finish(self) -> RunStateRef<'a> {
         let mut s = self.s;
         // Folded in (ts, seq) order; kept in seq order.
         s.seqs.sort_unstable();
@@ -524,6 +670,56 @@ fn error_json(e: &ArchivedErrorInfo) -> JsonText {
 mod tests {
     use super::*;
 
+    /// The borrowed twin encodes to the owned state's bytes, every field set (a field moved,
+    /// dropped or of another archived type changes them).
+    #[test]
+    fn borrowed_state_encodes_as_the_owned_state() {
+        // Longer than 8 bytes: shorter strings are stored inline, so their order would not show.
+        let t = |s: &str| Some(format!("{s}-0123456789"));
+        let owned = RunState {
+            run_id: "r-1".into(),
+            fields: RunFields {
+                operation: t("create"),
+                doctype: t("Task"),
+                template: t("tpl"),
+                flow: t("flow"),
+                owner: t("ann"),
+                agent: t("bot"),
+                role: t("assistant"),
+                parent_run_id: t("r-0"),
+                chain_id: t("c-1"),
+                step_id: t("s-1"),
+                step_index: Some(3),
+                input: t(r#"{"a":1}"#),
+                options: t(r#"{"o":true}"#),
+                extra: t(r#"{"x":"y"}"#),
+            },
+            output: t(r#"{"done":1}"#),
+            error: t(r#"{"message":"m"}"#),
+            cancel_reason: t("stop"),
+            terminal: Some(Status::Failed),
+            waiting: true,
+            wait_step: t("ask"),
+            wait_prompt: t("ok?"),
+            started_ms: Some(10),
+            ended_ms: Some(20),
+            reported_duration_ms: Some(7),
+            events: 4,
+            seqs: vec![2, 5, 9, 11],
+            first_seq: 2,
+            last_seq: 11,
+            start_seq: Some(2),
+            terminal_seq: Some(11),
+            fold_ts: 20,
+            fold_seq: 11,
+        };
+        let expected = owned.encode_into(Vec::new()).unwrap();
+        let twin = owned.clone().into_ref();
+        assert_eq!(twin.encode_into(Vec::new()).unwrap(), expected);
+        assert_eq!(twin.into_owned(), owned);
+        assert_eq!(RunState::decode(&expected).unwrap(), owned);
+    }
+
     /// [`Lifecycle::of`] says what the fold does: one event alone sets `start_seq` exactly when
     /// it starts the run and `terminal_seq` exactly when it ends it.
     #[test]
@@ -547,7 +743,7 @@ mod tests {
             let archived = crate::block::access(stored.seq, &bytes).unwrap();
             let mut folder = Folder::new(&stored.event.run_id);
             folder.apply(archived);
-            let s = folder.finish();
+            let s = folder.finish().into_owned();
             let kind = Lifecycle::of(&archived.event.body);
             seen.insert(format!("{kind:?}"));
             assert_eq!(s.start_seq.is_some(), kind == Lifecycle::Starts, "{line}");
