@@ -11,7 +11,7 @@
 //! previous one.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use redb::{ReadTransaction, ReadableTable};
@@ -127,7 +127,7 @@ pub(super) struct Planner<'a> {
     pending: Option<Arc<Plan>>,
     /// The active run ids as of the end of the last span planned; loaded at the first checkpoint
     /// that needs it.
-    active: Option<BTreeSet<String>>,
+    active: Option<HashSet<String, Fast>>,
     /// The greatest `completions` key so far.
     last_completion: Option<(i64, u64)>,
     /// Set when the projections were empty as this catch-up began (a rebuild).
@@ -236,7 +236,8 @@ impl<'a> Planner<'a> {
         to: u64,
         span: &mut Span<'b>,
     ) -> Result<()> {
-        let mut by_run: HashMap<&str, Vec<Slot>, Fast> = HashMap::default();
+        // Each event with its run's place in `span.folded`.
+        let mut slots: Vec<(u32, Slot<'b>)> = Vec::with_capacity((to + 1 - from) as usize);
         for block in blocks {
             let first = block.first_seq();
             if first > to || first + (block.len() as u64) <= from {
@@ -253,36 +254,61 @@ impl<'a> Planner<'a> {
                 let ts = e.ts_ms.to_native();
                 let run_id = e.run_id.as_str();
                 span.collect(run_id, ts, seq, &e.body)?;
-                by_run.entry(run_id).or_default().push(Slot { ts, seq, ev });
+                let i = match span.index.get(run_id) {
+                    Some(&i) => i,
+                    None => {
+                        span.folded.push(self.before_span(run_id)?);
+                        let i = span.folded.len() - 1;
+                        span.index.insert(run_id, i);
+                        i
+                    }
+                };
+                // A span holds at most a few hundred thousand runs.
+                slots.push((i as u32, Slot { ts, seq, ev }));
             }
         }
-        for (run_id, mut slots) in by_run {
-            slots.sort_unstable_by_key(|s| (s.ts, s.seq));
-            let i = match span.index.get(run_id) {
-                Some(&i) => i,
-                None => {
-                    span.folded.push(self.before_span(run_id)?);
-                    let i = span.folded.len() - 1;
-                    span.index.insert(run_id, i);
-                    i
-                }
-            };
-            let run = &mut span.folded[i];
-            if run.folder.state().follows(slots[0].ts, slots[0].seq) {
-                for s in &slots {
+        // The events grouped by run (a counting sort on the run's place: no hashing, no vector
+        // per run), then each run's few events sorted by `(ts, seq)` and folded.
+        let mut starts = vec![0usize; span.folded.len() + 1];
+        for &(i, _) in &slots {
+            starts[i as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut grouped = vec![0u32; slots.len()];
+        let mut next = starts.clone();
+        for (k, &(i, _)) in slots.iter().enumerate() {
+            grouped[next[i as usize]] = k as u32;
+            next[i as usize] += 1;
+        }
+        let mut run_slots: Vec<Slot> = Vec::new();
+        for (i, run) in span.folded.iter_mut().enumerate() {
+            let group = &grouped[starts[i]..starts[i + 1]];
+            if group.is_empty() {
+                continue;
+            }
+            run_slots.clear();
+            run_slots.extend(group.iter().map(|&k| slots[k as usize].1));
+            run_slots.sort_unstable_by_key(|s| (s.ts, s.seq));
+            let first = run_slots[0];
+            if run.folder.state().follows(first.ts, first.seq) {
+                for s in &run_slots {
                     run.folder.apply(s.ev);
                 }
             } else {
                 // An event older than what was folded: fold the run again from all its events.
-                run.folder = refold(self.reader, run_id, &run.folder.state().seqs, &slots)?;
+                let state = run.folder.state();
+                run.folder = refold(self.reader, &state.run_id, &state.seqs, &run_slots)?;
             }
             if let Some(active) = self.active.as_mut() {
-                if run.folder.state().is_active() {
-                    if !active.contains(run_id) {
-                        active.insert(run_id.to_owned());
+                let state = run.folder.state();
+                if state.is_active() {
+                    if !active.contains(&*state.run_id) {
+                        active.insert(state.run_id.to_string());
                     }
                 } else {
-                    active.remove(run_id);
+                    active.remove(&*state.run_id);
                 }
             }
         }
@@ -334,7 +360,7 @@ impl<'a> Planner<'a> {
             Some(a) => a,
             None => {
                 // The tables, overlaid with the pending plan, then with this span so far.
-                let mut set = BTreeSet::new();
+                let mut set = HashSet::default();
                 for item in self.snapshot.open_table(ACTIVE)?.iter()? {
                     set.insert(item?.0.value().to_owned());
                 }
@@ -355,8 +381,10 @@ impl<'a> Planner<'a> {
                 self.active.insert(set)
             }
         };
+        let mut sorted: Vec<&str> = active.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
         let mut ids = Vec::new();
-        for id in active.iter() {
+        for id in sorted {
             ids.extend_from_slice(id.as_bytes());
             ids.push(b'\n');
         }
@@ -528,6 +556,7 @@ impl<'b> Span<'b> {
 }
 
 /// One event of a chunk, read in place, with its fold key.
+#[derive(Clone, Copy)]
 struct Slot<'a> {
     ts: i64,
     seq: u64,
