@@ -10,7 +10,6 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod event_ref;
-mod gather;
 pub mod ingest;
 mod json_scan;
 mod log;

@@ -15,7 +15,6 @@ use crate::block::{self, Block, Hash};
 use crate::dedup::IdIndex;
 use crate::error::{Error, Result};
 use crate::event::ArchivedStoredEvent;
-use crate::gather::GatheringFile;
 
 /// Version of the stored bytes: the rkyv format features and the layouts of `block`/`dedup`.
 /// Bump it on any change of them.
@@ -300,19 +299,8 @@ fn open_projections(log: &Path) -> Result<Db> {
 /// Opens (creating when missing) a projections file at `path` with its tables and a page
 /// cache of `cache_bytes`.
 pub(crate) fn create_projections(path: &Path, cache_bytes: usize) -> Result<redb::Database> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io)?;
     let db = builder(cache_bytes)
-        .create_with_backend(GatheringFile::new(file).map_err(io)?)
+        .create(path)
         .map_err(|e| open_error(path, e))?;
     let tx = db.begin_write()?;
     crate::project::tables::create_all(&tx)?;
