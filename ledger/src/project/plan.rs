@@ -54,18 +54,17 @@ pub(super) struct Names(String);
 
 /// A string's place in [`Names`].
 #[derive(Clone, Copy)]
-pub(super) struct Name(u32, u32);
+pub(super) struct Name(usize, usize);
 
 impl Names {
     fn add(&mut self, s: &str) -> Name {
         let start = self.0.len();
         self.0.push_str(s);
-        // A span's strings stay far below 4 GiB (a span is at most a few MiB of events).
-        Name(start as u32, self.0.len() as u32)
+        Name(start, self.0.len())
     }
 
     pub fn get(&self, n: Name) -> &str {
-        self.0.get(n.0 as usize..n.1 as usize).unwrap_or_default()
+        self.0.get(n.0..n.1).unwrap_or_default()
     }
 }
 
@@ -237,7 +236,7 @@ impl<'a> Planner<'a> {
         span: &mut Span<'b>,
     ) -> Result<()> {
         // Each event with its run's place in `span.folded`.
-        let mut slots: Vec<(u32, Slot<'b>)> = Vec::with_capacity((to + 1 - from) as usize);
+        let mut slots: Vec<(usize, Slot<'b>)> = Vec::with_capacity((to + 1 - from) as usize);
         for block in blocks {
             let first = block.first_seq();
             if first > to || first + (block.len() as u64) <= from {
@@ -263,24 +262,23 @@ impl<'a> Planner<'a> {
                         i
                     }
                 };
-                // A span holds at most a few hundred thousand runs.
-                slots.push((i as u32, Slot { ts, seq, ev }));
+                slots.push((i, Slot { ts, seq, ev }));
             }
         }
         // The events grouped by run (a counting sort on the run's place: no hashing, no vector
         // per run), then each run's few events sorted by `(ts, seq)` and folded.
         let mut starts = vec![0usize; span.folded.len() + 1];
         for &(i, _) in &slots {
-            starts[i as usize + 1] += 1;
+            starts[i + 1] += 1;
         }
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
         }
-        let mut grouped = vec![0u32; slots.len()];
+        let mut grouped = vec![0; slots.len()];
         let mut next = starts.clone();
         for (k, &(i, _)) in slots.iter().enumerate() {
-            grouped[next[i as usize]] = k as u32;
-            next[i as usize] += 1;
+            grouped[next[i]] = k;
+            next[i] += 1;
         }
         let mut run_slots: Vec<Slot> = Vec::new();
         for (i, run) in span.folded.iter_mut().enumerate() {
@@ -289,7 +287,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             run_slots.clear();
-            run_slots.extend(group.iter().map(|&k| slots[k as usize].1));
+            run_slots.extend(group.iter().map(|&k| slots[k].1));
             run_slots.sort_unstable_by_key(|s| (s.ts, s.seq));
             let first = run_slots[0];
             if run.folder.state().follows(first.ts, first.seq) {
