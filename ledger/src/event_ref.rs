@@ -165,6 +165,10 @@ pub(crate) fn owned(t: Option<Text>) -> Option<String> {
     t.map(Cow::into_owned)
 }
 
+pub(crate) fn owned_text(s: Option<String>) -> Option<Text<'static>> {
+    s.map(Cow::Owned)
+}
+
 fn borrowed(s: &Option<String>) -> Option<Text<'_>> {
     s.as_deref().map(Cow::Borrowed)
 }
@@ -193,7 +197,7 @@ impl RunFieldsRef<'_> {
 impl RunFields {
     /// The same fields, each string moved into a `Cow::Owned`.
     pub fn into_ref(self) -> RunFieldsRef<'static> {
-        let t = |s: Option<String>| s.map(Cow::Owned);
+        let t = owned_text;
         RunFieldsRef {
             operation: t(self.operation),
             doctype: t(self.doctype),

@@ -324,7 +324,7 @@ impl<'a> Planner<'a> {
             });
         };
         Ok(SpanRun {
-            old_key: Some(sort_key(&old)),
+            old_key: Some(old.sort_key()),
             was_active: old.is_active(),
             folder: Folder::from_state(old),
         })
@@ -559,11 +559,6 @@ struct Slot<'a> {
     ts: i64,
     seq: u64,
     ev: &'a ArchivedStoredEvent,
-}
-
-/// The time a run sorts by in listings: its start, else its end, else its last event.
-pub(crate) fn sort_key(s: &RunState) -> i64 {
-    s.started_ms.or(s.ended_ms).unwrap_or(s.fold_ts)
 }
 
 /// Folds a run from stored seqs plus a chunk's new slots.

@@ -15,7 +15,7 @@ use crate::event::{
     ArchivedBody, ArchivedErrorInfo, ArchivedRunFields, ArchivedStoredEvent, CheckpointStatus,
     JsonText, RunFields,
 };
-use crate::event_ref::{owned, RunFieldsRef, Text};
+use crate::event_ref::{owned, owned_text, RunFieldsRef, Text};
 
 /// A run's status.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,17 +173,17 @@ pub struct RunStateRef<'a> {
 impl RunStateRef<'_> {
     /// [`RunState::is_active`].
     pub fn is_active(&self) -> bool {
-        self.start_seq.is_some() && self.terminal_seq.is_none()
+        is_active(self.start_seq, self.terminal_seq)
     }
 
     /// [`RunState::follows`].
     pub fn follows(&self, ts: i64, seq: u64) -> bool {
-        self.events == 0 || (ts, seq) > (self.fold_ts, self.fold_seq)
+        follows(self.events, (self.fold_ts, self.fold_seq), ts, seq)
     }
 
-    /// The time a run sorts by in listings: its start, else its end, else its last event.
+    /// [`RunState::sort_key`].
     pub fn sort_key(&self) -> i64 {
-        self.started_ms.or(self.ended_ms).unwrap_or(self.fold_ts)
+        sort_key(self.started_ms, self.ended_ms, self.fold_ts)
     }
 
     /// [`RunState::encode_into`]: the same bytes.
@@ -227,7 +227,7 @@ impl RunStateRef<'_> {
 impl RunState {
     /// The same state, each string moved into a `Cow::Owned`.
     pub fn into_ref(self) -> RunStateRef<'static> {
-        let t = |s: Option<String>| s.map(Cow::Owned);
+        let t = owned_text;
         RunStateRef {
             run_id: Cow::Owned(self.run_id),
             fields: self.fields.into_ref(),
@@ -290,6 +290,22 @@ fn is_active_at(start_seq: Option<u64>, terminal_seq: Option<u64>, seq: u64) -> 
     start_seq.is_some_and(|s| s <= seq) && terminal_seq.is_none_or(|t| t > seq)
 }
 
+/// Started and not ended: what CoworkerState calls an active run.
+fn is_active(start_seq: Option<u64>, terminal_seq: Option<u64>) -> bool {
+    start_seq.is_some() && terminal_seq.is_none()
+}
+
+/// Whether an event at `(ts, seq)` comes after everything folded so far.
+fn follows(events: u32, fold: (i64, u64), ts: i64, seq: u64) -> bool {
+    events == 0 || (ts, seq) > fold
+}
+
+/// The time a run sorts by in listings (`runs_by_start`, the search index): its start, else
+/// its end, else its last event.
+fn sort_key(started_ms: Option<i64>, ended_ms: Option<i64>, fold_ts: i64) -> i64 {
+    started_ms.or(ended_ms).unwrap_or(fold_ts)
+}
+
 impl RunState {
     pub fn new(run_id: &str) -> Self {
         RunState {
@@ -304,7 +320,7 @@ impl RunState {
 
     /// Started and not ended: what CoworkerState calls an active run.
     pub fn is_active(&self) -> bool {
-        self.start_seq.is_some() && self.terminal_seq.is_none()
+        is_active(self.start_seq, self.terminal_seq)
     }
 
     /// Active as of `seq`.
@@ -318,7 +334,12 @@ impl RunState {
 
     /// Whether an event at `(ts, seq)` comes after everything folded so far.
     pub fn follows(&self, ts: i64, seq: u64) -> bool {
-        self.events == 0 || (ts, seq) > (self.fold_ts, self.fold_seq)
+        follows(self.events, (self.fold_ts, self.fold_seq), ts, seq)
+    }
+
+    /// The time the run sorts by in listings: its start, else its end, else its last event.
+    pub fn sort_key(&self) -> i64 {
+        sort_key(self.started_ms, self.ended_ms, self.fold_ts)
     }
 
     /// Appends the stored form to `buf`: many states can share one buffer, each decodable

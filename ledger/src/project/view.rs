@@ -11,7 +11,7 @@ use redb::{ReadOnlyTable, ReadableTable};
 use serde_json::{json, Value};
 
 use super::out::{to_value, NodeSummary, ShowAnswer, StateAnswer, TreeAnswer, TreeNode};
-use super::plan::{fold_until, sort_key};
+use super::plan::fold_until;
 use super::projector::applied_in;
 use super::run::{ArchivedRunState, Lifecycle, RunState, Status};
 use super::tables::*;
@@ -388,7 +388,7 @@ impl View {
                 let Some(r) = self.run(k.value().1)? else {
                     continue;
                 };
-                let key = sort_key(&r);
+                let key = r.sort_key();
                 if in_range(key) && f.matches(&r) {
                     rows.push((key, r));
                 }

@@ -281,11 +281,6 @@ impl Contents {
     }
 }
 
-/// The time a run sorts by: its start, else its end, else its last event (as `runs` does).
-pub fn sort_key(st: &RunState) -> i64 {
-    st.started_ms.or(st.ended_ms).unwrap_or(st.fold_ts)
-}
-
 /// The run's document for the index.
 pub fn build(f: &Fields, st: &RunState, parts: Parts) -> TantivyDocument {
     let c = Contents::of(st);
@@ -306,7 +301,7 @@ pub fn build(f: &Fields, st: &RunState, parts: Parts) -> TantivyDocument {
         }
     }
     doc.add_text(f.status, st.status().as_str());
-    doc.add_i64(f.started, sort_key(st));
+    doc.add_i64(f.started, st.sort_key());
     let json = [
         (f.input, c.input),
         (f.output, c.output),
