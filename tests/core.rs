@@ -813,6 +813,27 @@ fn verify_detects_a_truncated_tail() {
     assert_bad_at(&l, 10);
 }
 
+/// Damage that leaves an event unreadable is verify's finding (exit 1, naming it), also when the
+/// projections have yet to read that event.
+#[test]
+fn verify_reports_an_unreadable_event_before_projections_read_it() {
+    let l = ten_events();
+    tamper(&l.db, 1, |e| {
+        e[3].1.iter_mut().for_each(|b| *b = 0xff);
+        true
+    });
+    std::fs::remove_file(ledger::projections_path(&l.db)).expect("projections");
+    assert_bad_at(&l, 4);
+    // Reading commands name the damage and where it is.
+    let out = l.cmd(&["runs"]).run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("seq 4") && out.stderr.contains("not a valid stored event"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn verify_detects_a_removed_last_block() {
     let l = ten_events();

@@ -330,7 +330,7 @@ fn projections_of_an_older_layout_are_rebuilt() {
 }
 
 #[test]
-fn projections_file_lost_or_of_another_log_is_rebuilt() {
+fn projections_file_lost_damaged_or_of_another_log_is_rebuilt() {
     let a = Ledger::new();
     let b = Ledger::new();
     let file_a = a.write("a.ndjson", &join_lines(&workload_lines(1, 60)));
@@ -361,6 +361,20 @@ fn projections_file_lost_or_of_another_log_is_rebuilt() {
     std::fs::remove_file(&proj).expect("removing projections");
     assert_eq!(a.ok(&q), want, "lost projections were not rebuilt");
     assert_eq!(a.ok(&["state"]), state);
+
+    // What a kill while redb creates the file leaves (it writes its magic number last), and a
+    // file that is not a database at all.
+    let garbage: Vec<u8> = (0..50_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    for (what, bytes) in [("half-created", vec![0u8; 8192]), ("garbage", garbage)] {
+        std::fs::write(&proj, &bytes).expect("damaging projections");
+        assert_eq!(a.ok(&q), want, "{what} projections were not rebuilt");
+        assert_eq!(a.ok(&["state"]), state, "{what} projections");
+        // A rebuild left in that state by a kill starts over.
+        std::fs::write(ledger::rebuilding_path(&a.db), &bytes).expect("damaging the rebuild");
+        let (code, _, err) = a.cmd(&["rebuild"]).json();
+        assert_eq!(code, 0, "rebuild over a {what} file: {err}");
+        assert_eq!(a.ok(&q), want, "after a rebuild over a {what} file");
+    }
     assert_verifies(&a, "after replacing its projections");
 }
 
@@ -386,14 +400,26 @@ fn kill_during_rebuild_keeps_the_old_projections_and_resumes() {
     let whole = start.elapsed().as_millis() as u64;
     eprintln!("an uninterrupted rebuild: {whole} ms");
     let rebuilding = l.path("ledger.db.proj.rebuild");
-    let watermark = || -> u64 {
+    // None when the kill came while redb was creating the file (it writes its magic number
+    // last); 0 when it came before the first commit.
+    let watermark = || -> Option<u64> {
         use redb::ReadableDatabase as _;
-        let db = redb::Database::open(&rebuilding).expect("opening the rebuild file");
+        let db = match redb::Database::open(&rebuilding) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                return None;
+            }
+            Err(e) => panic!("opening the rebuild file: {e}"),
+        };
         let tx = db.begin_read().expect("read");
-        let meta = tx
-            .open_table(redb::TableDefinition::<&str, u64>::new("proj_meta"))
-            .expect("proj_meta");
-        meta.get("applied").expect("get").map_or(0, |v| v.value())
+        let meta = match tx.open_table(redb::TableDefinition::<&str, u64>::new("proj_meta")) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Some(0),
+            Err(e) => panic!("proj_meta: {e}"),
+        };
+        Some(meta.get("applied").expect("get").map_or(0, |v| v.value()))
     };
     let mut kills = 0;
     // Watermarks of the rebuild file seen after kills, while one rebuild is under way.
@@ -407,8 +433,10 @@ fn kill_during_rebuild_keeps_the_old_projections_and_resumes() {
             Some((c, err)) => panic!("rebuild exited {c}: {err} (seed {seed})"),
             None => kills += 1,
         }
-        if rebuilding.exists() {
-            let applied = watermark();
+        if !rebuilding.exists() {
+            // That one got past its swap (and was killed indexing): the next starts afresh.
+            seen.clear();
+        } else if let Some(applied) = watermark() {
             assert!(
                 seen.last().is_none_or(|&w| w <= applied),
                 "a rebuild started over instead of resuming: {seen:?} then {applied} (seed {seed})"
@@ -416,8 +444,11 @@ fn kill_during_rebuild_keeps_the_old_projections_and_resumes() {
             mid_way |= applied > 0;
             seen.push(applied);
         } else {
-            // That one got past its swap (and was killed indexing): the next starts afresh.
-            seen.clear();
+            // A file redb never finished creating: nothing was committed to it yet.
+            assert!(
+                seen.iter().all(|&w| w == 0),
+                "a rebuild file with commits became unreadable: {seen:?} (seed {seed})"
+            );
         }
         for (q, b) in queries.iter().zip(&before) {
             assert!(

@@ -38,11 +38,14 @@ impl Ctx {
     /// Opens the ledger for a read command and brings projections and the search index up to
     /// the log's head (when no other process is writing it; that process keeps them current).
     pub fn open_for_read(&self) -> anyhow::Result<Ledger> {
-        let ledger = Ledger::open_existing(&self.db).map_err(map_ledger_error)?;
-        if ledger.is_writable() {
-            query::catch_up(&ledger).context("bringing projections up to date")?;
-        }
+        let ledger = self.open_as_is()?;
+        catch_up(&ledger)?;
         Ok(ledger)
+    }
+
+    /// Opens the ledger for reading, leaving projections and the search index as they are.
+    pub fn open_as_is(&self) -> anyhow::Result<Ledger> {
+        Ledger::open_existing(&self.db).map_err(map_ledger_error)
     }
 
     /// Opens (or creates) the ledger for writing.
@@ -59,6 +62,15 @@ impl Ctx {
         };
         out_line(&text)
     }
+}
+
+/// Brings projections and the search index up to the log's head (when no other process is
+/// writing it; that process keeps them current).
+pub fn catch_up(ledger: &Ledger) -> anyhow::Result<()> {
+    if ledger.is_writable() {
+        query::catch_up(ledger).context("bringing projections up to date")?;
+    }
+    Ok(())
 }
 
 /// Writes one line to stdout; a closed pipe (`| head`) ends the program quietly.
@@ -86,8 +98,12 @@ pub fn problem_if_not_found<T>(r: ledger::Result<T>) -> anyhow::Result<T> {
 pub fn report_error(e: &anyhow::Error) -> ExitCode {
     let mut msg = e.to_string();
     for cause in e.chain().skip(1) {
-        msg.push_str(": ");
-        msg.push_str(&cause.to_string());
+        let cause = cause.to_string();
+        // Some errors already name their cause in their own message.
+        if !msg.ends_with(&cause) {
+            msg.push_str(": ");
+            msg.push_str(&cause);
+        }
     }
     let _ = writeln!(std::io::stderr(), "runledger: {msg}");
     if e.downcast_ref::<Problem>().is_some() {

@@ -299,13 +299,35 @@ fn open_projections(log: &Path) -> Result<Db> {
 /// Opens (creating when missing) a projections file at `path` with its tables and a page
 /// cache of `cache_bytes`.
 pub(crate) fn create_projections(path: &Path, cache_bytes: usize) -> Result<redb::Database> {
-    let db = builder(cache_bytes)
-        .create(path)
-        .map_err(|e| open_error(path, e))?;
+    let db = match builder(cache_bytes).create(path) {
+        Ok(db) => db,
+        // Projections are derived from the log: a file that is not a readable database (damaged,
+        // or left half-created by a kill: redb writes its magic number last) is built again.
+        Err(e) if unreadable(&e) => {
+            std::fs::remove_file(path).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            builder(cache_bytes)
+                .create(path)
+                .map_err(|e| open_error(path, e))?
+        }
+        Err(e) => return Err(open_error(path, e)),
+    };
     let tx = db.begin_write()?;
     crate::project::tables::create_all(&tx)?;
     tx.commit()?;
     Ok(db)
+}
+
+/// Whether opening failed on the file's content (rather than on access to it).
+fn unreadable(e: &redb::DatabaseError) -> bool {
+    use redb::{DatabaseError as D, StorageError as S};
+    match e {
+        D::Storage(S::Corrupted(_)) | D::UpgradeRequired(_) | D::RepairAborted => true,
+        D::Storage(S::Io(io)) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
 }
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> Error {

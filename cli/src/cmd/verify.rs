@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::ctx::{out_line, Ctx, EXIT_PROBLEM};
+use crate::ctx::{catch_up, out_line, Ctx, EXIT_PROBLEM};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -26,18 +26,23 @@ fn parse_against(s: &str) -> Result<(u64, ledger::Hash), String> {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let ledger = ctx.open_for_read()?;
+    // The log first, as it is: bringing projections up to date reads it, and a damaged log is
+    // this command's finding, not its failure.
+    let ledger = ctx.open_as_is()?;
     let report = ledger::verify::verify_log(&ledger, args.against)?;
     let mut problems: Vec<serde_json::Value> = report
         .problems
         .iter()
         .map(|p| json!({"seq": p.seq, "problem": p.what}))
         .collect();
-    // Projections must not claim more than the log holds.
-    let applied = ledger::project::applied(&ledger)?;
-    if applied > report.head.seq {
-        problems.push(json!({"seq": report.head.seq + 1,
-            "problem": format!("projections claim seq {applied}, past the log's head {}", report.head.seq)}));
+    if problems.is_empty() {
+        catch_up(&ledger)?;
+        // Projections must not claim more than the log holds.
+        let applied = ledger::project::applied(&ledger)?;
+        if applied > report.head.seq {
+            problems.push(json!({"seq": report.head.seq + 1,
+                "problem": format!("projections claim seq {applied}, past the log's head {}", report.head.seq)}));
+        }
     }
     if problems.is_empty() {
         let view = ledger.view(None)?;
