@@ -365,7 +365,15 @@ fn projections_file_lost_damaged_or_of_another_log_is_rebuilt() {
     // What a kill while redb creates the file leaves (it writes its magic number last), and a
     // file that is not a database at all.
     let garbage: Vec<u8> = (0..50_000u32).map(|i| (i * 7919 % 251) as u8).collect();
-    for (what, bytes) in [("half-created", vec![0u8; 8192]), ("garbage", garbage)] {
+    // A database whose pages past the header are gone: redb panics opening it.
+    let mut zeroed = std::fs::read(&proj).expect("reading projections");
+    zeroed[8192..].fill(0);
+    let damaged = [
+        ("half-created", vec![0u8; 8192]),
+        ("garbage", garbage),
+        ("zeroed past the header", zeroed),
+    ];
+    for (what, bytes) in damaged {
         std::fs::write(&proj, &bytes).expect("damaging projections");
         assert_eq!(a.ok(&q), want, "{what} projections were not rebuilt");
         assert_eq!(a.ok(&["state"]), state, "{what} projections");
@@ -376,6 +384,102 @@ fn projections_file_lost_damaged_or_of_another_log_is_rebuilt() {
         assert_eq!(a.ok(&q), want, "after a rebuild over a {what} file");
     }
     assert_verifies(&a, "after replacing its projections");
+}
+
+/// Damage inside a projections file redb opens: a run's stored state that does not decode,
+/// leaf pages of an unknown type (redb panics on those rather than returning an error), a table
+/// that disagrees with the runs. A query says so in one line (exit 2, no panic), `verify`
+/// reports it (exit 1), and `rebuild` repairs it.
+#[test]
+fn damaged_projection_pages_are_reported_and_rebuilt() {
+    let l = Ledger::new();
+    let file = l.write("all.ndjson", &join_lines(&workload_lines(7, 60)));
+    let (code, _, err) = l.cmd(&["ingest"]).arg(&file).json();
+    assert_eq!(code, 0, "{err}");
+    l.ok(&["rebuild"]);
+    let q = ["runs", "--limit", "1000000"];
+    let want = l.ok(&q);
+    let run = want["runs"][0]["run_id"]
+        .as_str()
+        .expect("a run")
+        .to_owned();
+    let proj = ledger::projections_path(&l.db);
+    let tables = |edit: &dyn Fn(&redb::WriteTransaction)| {
+        let db = redb::Database::open(&proj).expect("opening the projections");
+        let tx = db.begin_write().expect("a write transaction");
+        edit(&tx);
+        tx.commit().expect("committing");
+    };
+    let runs: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("runs");
+    let by_start: redb::TableDefinition<(i64, &str), ()> =
+        redb::TableDefinition::new("runs_by_start");
+    let leaf_pages_of_the_run = || {
+        let mut bytes = std::fs::read(&proj).expect("reading the projections");
+        let mut flipped = 0;
+        for page in (4096..bytes.len()).step_by(4096) {
+            let end = (page + 4096).min(bytes.len());
+            let holds = bytes[page..end]
+                .windows(run.len())
+                .any(|w| w == run.as_bytes());
+            // 1 marks a leaf; no page type is 0x7f.
+            if holds && bytes[page] == 1 {
+                bytes[page] = 0x7f;
+                flipped += 1;
+            }
+        }
+        assert!(flipped > 0, "no leaf page holds {run}");
+        std::fs::write(&proj, bytes).expect("writing the projections");
+    };
+    let damages: [(&str, &dyn Fn()); 3] = [
+        ("a run state that does not decode", &|| {
+            tables(&|tx| {
+                let mut t = tx.open_table(runs).expect("runs");
+                t.insert(run.as_str(), b"\xff\x01".as_slice())
+                    .expect("inserting");
+            })
+        }),
+        ("leaf pages of an unknown type", &leaf_pages_of_the_run),
+        ("a runs_by_start row missing", &|| {
+            tables(&|tx| {
+                let mut t = tx.open_table(by_start).expect("runs_by_start");
+                t.pop_first().expect("removing").expect("a row");
+            })
+        }),
+    ];
+    for (what, damage) in damages {
+        damage();
+        // Each command meets the damage as it was made: a process that redb panicked in does not
+        // close the file cleanly, and the next open repairs it, which can roll it back past the
+        // damage.
+        let damaged = std::fs::read(&proj).expect("reading the projections");
+        let (code, v) = l.verify(&[]);
+        assert_eq!(code, 1, "{what}: verify: {v}");
+        let problem = v["problems"][0]["problem"].as_str().unwrap_or_default();
+        assert!(
+            problem.contains("damaged") || problem.contains("runs_by_start lists"),
+            "{what}: {v}"
+        );
+        if what != "a runs_by_start row missing" {
+            std::fs::write(&proj, &damaged).expect("writing the projections");
+            let out = l.cmd(&["show", run.as_str()]).run();
+            assert_eq!(out.code, 2, "{what}: show: {}", out.stderr);
+            assert_eq!(
+                out.stderr.trim().lines().count(),
+                1,
+                "{what}: {}",
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains("damaged") && out.stderr.contains("runledger rebuild"),
+                "{what}: {}",
+                out.stderr
+            );
+        }
+        std::fs::write(&proj, &damaged).expect("writing the projections");
+        l.ok(&["rebuild"]);
+        assert_eq!(l.ok(&q), want, "{what}: after a rebuild");
+        assert_verifies(&l, what);
+    }
 }
 
 /// Kills `rebuild` mid-way, again and again: the projections it replaces keep answering (the

@@ -4,6 +4,7 @@
 mod cmd;
 mod ctx;
 mod human;
+mod panics;
 mod serve;
 
 use std::process::ExitCode;
@@ -78,28 +79,34 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    panics::install(false);
     let ctx = Ctx::new(cli.db, cli.json);
-    let result = match cli.command {
-        Command::Ingest(a) => cmd::ingest::run(&ctx, a),
-        Command::Verify(a) => cmd::verify::run(&ctx, a),
-        Command::Rebuild(a) => cmd::rebuild::run(&ctx, a),
-        Command::Demo(a) => cmd::demo::run(&ctx, a),
-        Command::Show(a) => cmd::read::show(&ctx, a),
-        Command::Runs(a) => cmd::read::runs(&ctx, a),
-        Command::Tree(a) => cmd::read::tree(&ctx, a),
-        Command::Trace(a) => cmd::read::trace(&ctx, a),
-        Command::Effects(a) => cmd::read::effects(&ctx, a),
-        Command::State(a) => cmd::read::state(&ctx, a),
-        Command::Search(a) => cmd::search::run(&ctx, a),
-        Command::Stats(a) => cmd::stats::run(&ctx, a),
-        Command::Replay(a) => cmd::replay::run(&ctx, a),
-        Command::Diff(a) => cmd::diff::run(&ctx, a),
-        Command::Timeline(a) => cmd::timeline::run(&ctx, a),
-        Command::Export(a) => cmd::export::run(&ctx, a),
-        Command::Serve(a) => serve::run(&ctx, a),
-    };
+    let result = panics::catching(|| dispatch(&ctx, cli.command))
+        .unwrap_or_else(|panic| Err(panics::command_error(panic)));
     match result {
         Ok(code) => code,
         Err(e) => ctx::report_error(&e),
+    }
+}
+
+fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Ingest(a) => cmd::ingest::run(ctx, a),
+        Command::Verify(a) => cmd::verify::run(ctx, a),
+        Command::Rebuild(a) => cmd::rebuild::run(ctx, a),
+        Command::Demo(a) => cmd::demo::run(ctx, a),
+        Command::Show(a) => cmd::read::show(ctx, a),
+        Command::Runs(a) => cmd::read::runs(ctx, a),
+        Command::Tree(a) => cmd::read::tree(ctx, a),
+        Command::Trace(a) => cmd::read::trace(ctx, a),
+        Command::Effects(a) => cmd::read::effects(ctx, a),
+        Command::State(a) => cmd::read::state(ctx, a),
+        Command::Search(a) => cmd::search::run(ctx, a),
+        Command::Stats(a) => cmd::stats::run(ctx, a),
+        Command::Replay(a) => cmd::replay::run(ctx, a),
+        Command::Diff(a) => cmd::diff::run(ctx, a),
+        Command::Timeline(a) => cmd::timeline::run(ctx, a),
+        Command::Export(a) => cmd::export::run(ctx, a),
+        Command::Serve(a) => serve::run(ctx, a),
     }
 }

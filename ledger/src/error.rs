@@ -26,6 +26,12 @@ pub enum Error {
     NotALedger { path: PathBuf, why: String },
     #[error("corrupt log at seq {seq}: {why}")]
     Corrupt { seq: u64, why: String },
+    /// The projections file holds what this build cannot read: derived data, built again from
+    /// the log by `runledger rebuild`.
+    #[error(
+        "the projections file is damaged: {0}; `runledger rebuild` builds it again from the log"
+    )]
+    DamagedProjections(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

@@ -299,25 +299,53 @@ fn open_projections(log: &Path) -> Result<Db> {
 /// Opens (creating when missing) a projections file at `path` with its tables and a page
 /// cache of `cache_bytes`.
 pub(crate) fn create_projections(path: &Path, cache_bytes: usize) -> Result<redb::Database> {
-    let db = match builder(cache_bytes).create(path) {
-        Ok(db) => db,
-        // Projections are derived from the log: a file that is not a readable database (damaged,
-        // or left half-created by a kill: redb writes its magic number last) is built again.
-        Err(e) if unreadable(&e) => {
-            std::fs::remove_file(path).map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            builder(cache_bytes)
-                .create(path)
-                .map_err(|e| open_error(path, e))?
-        }
-        Err(e) => return Err(open_error(path, e)),
-    };
-    let tx = db.begin_write()?;
-    crate::project::tables::create_all(&tx)?;
-    tx.commit()?;
-    Ok(db)
+    if let Opened::Db(db) = open_projections_file(path, cache_bytes)? {
+        return Ok(db);
+    }
+    // Projections are derived from the log: a file that is not a readable database (damaged,
+    // or left half-created by a kill: redb writes its magic number last) is built again.
+    std::fs::remove_file(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match open_projections_file(path, cache_bytes)? {
+        Opened::Db(db) => Ok(db),
+        Opened::Damaged => Err(Error::Storage(format!(
+            "{}: a new projections file could not be read back",
+            path.display()
+        ))),
+    }
+}
+
+enum Opened {
+    Db(redb::Database),
+    /// The file's content is not a readable database.
+    Damaged,
+}
+
+/// Opens a projections file and creates its tables; [`Opened::Damaged`] when redb finds the
+/// content unreadable — or panics on it: on some damaged pages (a page type it does not know)
+/// redb panics rather than returning an error.
+fn open_projections_file(path: &Path, cache_bytes: usize) -> Result<Opened> {
+    let attempt = std::panic::catch_unwind(|| -> Result<Opened> {
+        let db = match builder(cache_bytes).create(path) {
+            Ok(db) => db,
+            Err(e) if unreadable(&e) => return Ok(Opened::Damaged),
+            Err(e) => return Err(open_error(path, e)),
+        };
+        // Not dropped while unwinding from a panic: closing writes the allocator state, which
+        // could meet the damage again (a second panic aborts). The file handle is leaked then.
+        let db = std::mem::ManuallyDrop::new(db);
+        let made = (|| -> Result<()> {
+            let tx = db.begin_write()?;
+            crate::project::tables::create_all(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        let db = std::mem::ManuallyDrop::into_inner(db);
+        made.map(|()| Opened::Db(db))
+    });
+    attempt.unwrap_or(Ok(Opened::Damaged))
 }
 
 /// Whether opening failed on the file's content (rather than on access to it).

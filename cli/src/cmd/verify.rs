@@ -29,25 +29,43 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     // The log first, as it is: bringing projections up to date reads it, and a damaged log is
     // this command's finding, not its failure.
     let ledger = ctx.open_as_is()?;
-    let report = ledger::verify::verify_log(&ledger, args.against)?;
-    let mut problems: Vec<serde_json::Value> = report
-        .problems
-        .iter()
-        .map(|p| json!({"seq": p.seq, "problem": p.what}))
-        .collect();
+    // redb panics on some damaged pages instead of returning an error: the damage is the
+    // finding, named with the file it is in.
+    let (report, mut problems) =
+        match crate::panics::catching(|| ledger::verify::verify_log(&ledger, args.against)) {
+            Ok(report) => {
+                let report = report?;
+                let problems: Vec<serde_json::Value> = report
+                    .problems
+                    .iter()
+                    .map(|p| json!({"seq": p.seq, "problem": p.what}))
+                    .collect();
+                (report, problems)
+            }
+            Err(panic) => {
+                let report = ledger::verify::VerifyReport {
+                    events: 0,
+                    head: ledger.head()?,
+                    problems: Vec::new(),
+                };
+                let what = format!("the log file is damaged: reading it stopped ({panic})");
+                (report, vec![json!({"seq": null, "problem": what})])
+            }
+        };
     if problems.is_empty() {
-        catch_up(&ledger)?;
-        // Projections must not claim more than the log holds.
-        let applied = ledger::project::applied(&ledger)?;
-        if applied > report.head.seq {
-            problems.push(json!({"seq": report.head.seq + 1,
-                "problem": format!("projections claim seq {applied}, past the log's head {}", report.head.seq)}));
-        }
-    }
-    if problems.is_empty() {
-        let view = ledger.view(None)?;
-        for p in view.check_against_log(20)? {
-            problems.push(json!({"seq": view.applied(), "problem": format!("projection: {p}")}));
+        let checked = crate::panics::catching(|| check_projections(&ledger, report.head.seq))
+            .unwrap_or_else(|panic| {
+                let why = format!("reading it stopped ({panic})");
+                Err(ledger::Error::DamagedProjections(why).into())
+            });
+        match checked {
+            Ok(found) => problems.extend(found),
+            Err(e) => match e.downcast_ref::<ledger::Error>() {
+                Some(damage @ ledger::Error::DamagedProjections(_)) => {
+                    problems.push(json!({"seq": null, "problem": damage.to_string()}));
+                }
+                _ => return Err(e),
+            },
         }
     }
     let ok = problems.is_empty();
@@ -72,11 +90,11 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             report.events
         ))?;
         for p in &problems {
-            out_line(&format!(
-                "  seq {}: {}",
-                p["seq"],
-                p["problem"].as_str().unwrap_or("")
-            ))?;
+            let what = p["problem"].as_str().unwrap_or("");
+            match p["seq"].as_u64() {
+                Some(seq) => out_line(&format!("  seq {seq}: {what}"))?,
+                None => out_line(&format!("  {what}"))?,
+            }
         }
     }
     Ok(if ok {
@@ -84,4 +102,21 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_PROBLEM)
     })
+}
+
+/// Brings the projections up to the log's head and checks them against it.
+fn check_projections(ledger: &ledger::Ledger, head: u64) -> anyhow::Result<Vec<serde_json::Value>> {
+    catch_up(ledger)?;
+    // Projections must not claim more than the log holds.
+    let applied = ledger::project::applied(ledger)?;
+    if applied > head {
+        return Ok(vec![json!({"seq": head + 1,
+            "problem": format!("projections claim seq {applied}, past the log's head {head}")})]);
+    }
+    let view = ledger.view(None)?;
+    Ok(view
+        .check_against_log(20)?
+        .into_iter()
+        .map(|p| json!({"seq": view.applied(), "problem": format!("projection: {p}")}))
+        .collect())
 }

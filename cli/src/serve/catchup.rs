@@ -129,19 +129,23 @@ fn run(
             continue;
         }
         let started = Instant::now();
-        let result = ledger::project::catch_up_in_steps(ledger, STEP_EVENTS, &mut |_, _| {})
-            .map_err(anyhow::Error::from)
-            .and_then(|a| {
-                applied = a;
-                tx.send_replace(a);
-                // Looked at again after the projections: a search may have asked meanwhile.
-                if index_due || flags.nudge_index.swap(false, Ordering::Relaxed) {
-                    last_index = Instant::now();
-                    indexed = query::search::catch_up_with(ledger, &Default::default())?;
-                    index_tx.send_replace(indexed);
-                }
-                Ok(())
-            });
+        // A panic (redb meeting a damaged page) is a failure like any other: the thread goes on.
+        let result = crate::panics::catching(|| {
+            ledger::project::catch_up_in_steps(ledger, STEP_EVENTS, &mut |_, _| {})
+                .map_err(anyhow::Error::from)
+                .and_then(|a| {
+                    applied = a;
+                    tx.send_replace(a);
+                    // Looked at again after the projections: a search may have asked meanwhile.
+                    if index_due || flags.nudge_index.swap(false, Ordering::Relaxed) {
+                        last_index = Instant::now();
+                        indexed = query::search::catch_up_with(ledger, &Default::default())?;
+                        index_tx.send_replace(indexed);
+                    }
+                    Ok(())
+                })
+        })
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {panic}")));
         match result {
             Ok(()) => failures = 0,
             Err(e) => {

@@ -93,6 +93,8 @@ pub(crate) struct AppState {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    // A query that panics answers 500 and the server goes on; its log says why, in one line.
+    crate::panics::install(true);
     // Flags first, before any I/O on the ledger.
     let tokens = match &args.token_file {
         Some(p) => Some(auth::Tokens::load(p)?),

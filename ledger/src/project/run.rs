@@ -351,8 +351,9 @@ impl RunState {
     }
 
     pub fn decode(bytes: &[u8]) -> crate::Result<RunState> {
-        rkyv::from_bytes::<RunState, rkyv::rancor::Error>(bytes).map_err(|e| {
-            crate::Error::Storage(format!("run projection does not decode: {e} (run rebuild)"))
+        rkyv::from_bytes::<RunState, rkyv::rancor::Error>(bytes).map_err(|_| {
+            // rancor's message says nothing of use ("failed without error information").
+            crate::Error::DamagedProjections("a run's stored state does not decode".into())
         })
     }
 }

@@ -44,7 +44,7 @@ pub struct View {
 /// A stored run read in place (checked, not decoded).
 fn stored_run(bytes: &[u8]) -> Result<&ArchivedRunState> {
     rkyv::access::<ArchivedRunState, rkyv::rancor::Error>(bytes)
-        .map_err(|e| Error::Storage(format!("run projection does not decode: {e} (run rebuild)")))
+        .map_err(|_| Error::DamagedProjections("a run's stored state does not decode".into()))
 }
 
 /// Filters of `runs`.
@@ -297,8 +297,9 @@ impl View {
         {
             let (k, v) = item?;
             let seq = k.value().2;
-            let r = rkyv::access::<ArchivedDocRecord, rkyv::rancor::Error>(v.value())
-                .map_err(|e| Error::Storage(format!("record change does not decode: {e}")))?;
+            let r = rkyv::access::<ArchivedDocRecord, rkyv::rancor::Error>(v.value()).map_err(
+                |_| Error::DamagedProjections("a stored record change does not decode".into()),
+            )?;
             let json = |t: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
                 t.as_ref()
                     .and_then(|d| serde_json::from_str(d.as_str()).ok())
@@ -747,34 +748,157 @@ impl View {
 
 impl View {
     /// Checks the projections against the log: every stored run equals the fold of its events
-    /// up to the watermark, and every event up to the watermark is indexed under its run.
-    /// Returns one line per problem (at most `max`).
+    /// up to the watermark, every event up to the watermark is indexed under its run, and every
+    /// row of the other tables reads and agrees with the runs (so damage anywhere in the file
+    /// shows here, not in a later query). Returns one line per problem (at most `max`).
     pub fn check_against_log(&self, max: usize) -> Result<Vec<String>> {
-        let mut problems = Vec::new();
+        let mut problems = Problems {
+            max,
+            found: Vec::new(),
+        };
         let mut indexed = 0u64;
+        // Each run's `runs_by_start` key and activeness, by a hash of its id (an id per run
+        // would double the memory at millions of runs; a collision could only hide a problem).
+        let mut runs: HashMap<u64, (i64, bool)> = HashMap::new();
         for item in self.runs.iter()? {
             let (k, v) = item?;
             let id = k.value();
             let stored = RunState::decode(v.value())?;
+            runs.insert(id_hash(id), (stored.sort_key(), stored.is_active()));
             let folded = fold_until(&self.reader, &stored, self.applied)?;
             indexed += u64::from(stored.events);
-            if folded.as_ref() != Some(&stored) {
-                problems.push(format!(
+            if folded.as_ref() != Some(&stored)
+                && problems.add(format!(
                     "run {id:?}: the projection differs from the fold of its events"
-                ));
-                if problems.len() >= max {
-                    return Ok(problems);
-                }
+                ))
+            {
+                return Ok(problems.found);
             }
         }
         if indexed != self.applied {
-            problems.push(format!(
+            problems.add(format!(
                 "runs account for {indexed} events but {} were applied",
                 self.applied
             ));
         }
-        Ok(problems)
+        let known = |id: &str| runs.get(&id_hash(id)).copied();
+        let mut listed = 0usize;
+        for item in self.by_start.iter()? {
+            let (k, _) = item?;
+            let (key, id) = k.value();
+            listed += 1;
+            if known(id).map(|r| r.0) != Some(key)
+                && problems.add(format!("runs_by_start: run {id:?} is not listed at {key}"))
+            {
+                return Ok(problems.found);
+            }
+        }
+        if listed != runs.len() {
+            problems.add(format!(
+                "runs_by_start lists {listed} runs where there are {}",
+                runs.len()
+            ));
+        }
+        for item in self.children.iter()? {
+            let (k, _) = item?;
+            let (parent, child) = k.value();
+            // A parent may be known only from its children; a child has events.
+            if known(child).is_none()
+                && problems.add(format!(
+                    "children: {parent:?} -> {child:?} names an unknown child"
+                ))
+            {
+                return Ok(problems.found);
+            }
+        }
+        for item in self.docs.iter()? {
+            let (k, v) = item?;
+            let (doctype, name, seq) = k.value();
+            let run = rkyv::access::<ArchivedDocRecord, rkyv::rancor::Error>(v.value())
+                .map_err(|_| {
+                    Error::DamagedProjections("a stored record change does not decode".into())
+                })?
+                .run_id
+                .as_str();
+            if (known(run).is_none() || seq > self.applied)
+                && problems.add(format!(
+                    "doc_events: {doctype:?} {name:?} at seq {seq} names run {run:?}, which is unknown"
+                ))
+            {
+                return Ok(problems.found);
+            }
+        }
+        for item in self.completions.iter()? {
+            let (k, v) = item?;
+            let run = v.value();
+            if known(run).is_none()
+                && problems.add(format!(
+                    "completions: {:?} names an unknown run {run:?}",
+                    k.value()
+                ))
+            {
+                return Ok(problems.found);
+            }
+        }
+        let mut active = 0usize;
+        for item in self.active.iter()? {
+            let (k, _) = item?;
+            let id = k.value();
+            active += 1;
+            if known(id).is_none_or(|r| !r.1)
+                && problems.add(format!("active: run {id:?} is not active"))
+            {
+                return Ok(problems.found);
+            }
+        }
+        let active_runs = runs.values().filter(|r| r.1).count();
+        if active != active_runs {
+            problems.add(format!(
+                "active lists {active} runs where {active_runs} are active"
+            ));
+        }
+        for item in self.active_at.iter()? {
+            let (k, v) = item?;
+            let Ok(ids) = std::str::from_utf8(v.value()) else {
+                return Err(Error::DamagedProjections(format!(
+                    "the active runs recorded at seq {} are not text",
+                    k.value()
+                )));
+            };
+            if let Some(id) = ids.lines().find(|id| known(id).is_none()) {
+                if problems.add(format!(
+                    "active_at {}: names an unknown run {id:?}",
+                    k.value()
+                )) {
+                    return Ok(problems.found);
+                }
+            }
+        }
+        for item in self.completions_max_at.iter()? {
+            item?;
+        }
+        Ok(problems.found)
     }
+}
+
+/// Problems found by a check, up to a limit.
+struct Problems {
+    max: usize,
+    found: Vec<String>,
+}
+
+impl Problems {
+    /// Records a problem; true when the limit is reached.
+    fn add(&mut self, problem: String) -> bool {
+        if self.found.len() < self.max {
+            self.found.push(problem);
+        }
+        self.found.len() >= self.max
+    }
+}
+
+fn id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
 impl View {
