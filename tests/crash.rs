@@ -27,6 +27,15 @@ fn workload_lines(seed: u64, roots: usize) -> Vec<String> {
         .collect()
 }
 
+/// A new ledger with the workload of `seed` (`roots` root runs) ingested.
+fn ledger_with_workload(seed: u64, roots: usize) -> Ledger {
+    let l = Ledger::new();
+    let file = l.write("workload.ndjson", &join_lines(&workload_lines(seed, roots)));
+    let (code, _, err) = l.cmd(&["ingest"]).arg(&file).json();
+    assert_eq!(code, 0, "{err}");
+    l
+}
+
 fn id_of(line: &str) -> Option<String> {
     let v: Value = serde_json::from_str(line).expect("workload line is JSON");
     v.get("id").and_then(Value::as_str).map(str::to_owned)
@@ -293,10 +302,7 @@ fn kill_while_indexing_leaves_the_ledger_usable() {
 /// backup beside newer projections), it is rebuilt, and every answer is the log's own.
 #[test]
 fn projections_of_an_older_layout_are_rebuilt() {
-    let a = Ledger::new();
-    let file = a.write("a.ndjson", &join_lines(&workload_lines(3, 60)));
-    let (code, _, err) = a.cmd(&["ingest"]).arg(&file).json();
-    assert_eq!(code, 0, "{err}");
+    let a = ledger_with_workload(3, 60);
     let record = a
         .events()
         .into_iter()
@@ -331,14 +337,8 @@ fn projections_of_an_older_layout_are_rebuilt() {
 
 #[test]
 fn projections_file_lost_damaged_or_of_another_log_is_rebuilt() {
-    let a = Ledger::new();
-    let b = Ledger::new();
-    let file_a = a.write("a.ndjson", &join_lines(&workload_lines(1, 60)));
-    let file_b = b.write("b.ndjson", &join_lines(&workload_lines(2, 90)));
-    for (l, f) in [(&a, &file_a), (&b, &file_b)] {
-        let (code, _, err) = l.cmd(&["ingest"]).arg(f).json();
-        assert_eq!(code, 0, "{err}");
-    }
+    let a = ledger_with_workload(1, 60);
+    let b = ledger_with_workload(2, 90);
     let q = ["runs", "--limit", "1000000"];
     let want = a.ok(&q);
     let state = a.ok(&["state"]);
@@ -391,10 +391,7 @@ fn projections_file_lost_damaged_or_of_another_log_is_rebuilt() {
 /// reports it (exit 1), and `rebuild` repairs it.
 #[test]
 fn damaged_projection_pages_are_reported_and_rebuilt() {
-    let l = Ledger::new();
-    let file = l.write("all.ndjson", &join_lines(&workload_lines(7, 60)));
-    let (code, _, err) = l.cmd(&["ingest"]).arg(&file).json();
-    assert_eq!(code, 0, "{err}");
+    let l = ledger_with_workload(7, 60);
     l.ok(&["rebuild"]);
     let q = ["runs", "--limit", "1000000"];
     let want = l.ok(&q);

@@ -143,10 +143,6 @@ struct PlannedKeys {
 }
 
 impl PlannedKeys {
-    fn run(run_id: &str) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(run_id.as_bytes())
-    }
-
     fn link(parent: &str, child: &str) -> u64 {
         let seed = xxhash_rust::xxh3::xxh3_64(parent.as_bytes());
         xxhash_rust::xxh3::xxh3_64_with_seed(child.as_bytes(), seed)
@@ -154,13 +150,18 @@ impl PlannedKeys {
 
     fn add(&mut self, plan: &Plan) {
         self.runs
-            .extend(plan.runs.iter().map(|r| Self::run(plan.name(r.run_id))));
+            .extend(plan.runs.iter().map(|r| id_hash(plan.name(r.run_id))));
         self.links.extend(
             plan.links
                 .iter()
                 .map(|&(p, c, _)| Self::link(plan.name(p), plan.name(c))),
         );
     }
+}
+
+/// A run id's 64-bit hash (XXH3), where a set of hashes stands in for a set of ids.
+pub(super) fn id_hash(run_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(run_id.as_bytes())
 }
 
 /// A run touched by the span being planned, borrowing from the span's events.
@@ -335,7 +336,7 @@ impl<'a> Planner<'a> {
         let never_planned = self
             .planned
             .as_ref()
-            .is_some_and(|p| !p.runs.contains(&PlannedKeys::run(run_id)));
+            .is_some_and(|p| !p.runs.contains(&id_hash(run_id)));
         if never_planned {
             return Ok(None);
         }

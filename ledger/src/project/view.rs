@@ -11,7 +11,7 @@ use redb::{ReadOnlyTable, ReadableTable};
 use serde_json::{json, Value};
 
 use super::out::{to_value, NodeSummary, ShowAnswer, StateAnswer, TreeAnswer, TreeNode};
-use super::plan::fold_until;
+use super::plan::{fold_until, id_hash};
 use super::projector::applied_in;
 use super::run::{ArchivedRunState, Lifecycle, RunState, Status};
 use super::tables::*;
@@ -45,6 +45,12 @@ pub struct View {
 fn stored_run(bytes: &[u8]) -> Result<&ArchivedRunState> {
     rkyv::access::<ArchivedRunState, rkyv::rancor::Error>(bytes)
         .map_err(|_| Error::DamagedProjections("a run's stored state does not decode".into()))
+}
+
+/// A stored record change read in place (checked, not decoded).
+fn stored_doc_record(bytes: &[u8]) -> Result<&ArchivedDocRecord> {
+    rkyv::access::<ArchivedDocRecord, rkyv::rancor::Error>(bytes)
+        .map_err(|_| Error::DamagedProjections("a stored record change does not decode".into()))
 }
 
 /// Filters of `runs`.
@@ -297,9 +303,7 @@ impl View {
         {
             let (k, v) = item?;
             let seq = k.value().2;
-            let r = rkyv::access::<ArchivedDocRecord, rkyv::rancor::Error>(v.value()).map_err(
-                |_| Error::DamagedProjections("a stored record change does not decode".into()),
-            )?;
+            let r = stored_doc_record(v.value())?;
             let json = |t: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
                 t.as_ref()
                     .and_then(|d| serde_json::from_str(d.as_str()).ok())
@@ -781,16 +785,15 @@ impl View {
                 self.applied
             ));
         }
+        // The other tables are read whole (damage anywhere shows); `add` keeps the first `max`.
         let known = |id: &str| runs.get(&id_hash(id)).copied();
         let mut listed = 0usize;
         for item in self.by_start.iter()? {
             let (k, _) = item?;
             let (key, id) = k.value();
             listed += 1;
-            if known(id).map(|r| r.0) != Some(key)
-                && problems.add(format!("runs_by_start: run {id:?} is not listed at {key}"))
-            {
-                return Ok(problems.found);
+            if known(id).map(|r| r.0) != Some(key) {
+                problems.add(format!("runs_by_start: run {id:?} is not listed at {key}"));
             }
         }
         if listed != runs.len() {
@@ -803,41 +806,32 @@ impl View {
             let (k, _) = item?;
             let (parent, child) = k.value();
             // A parent may be known only from its children; a child has events.
-            if known(child).is_none()
-                && problems.add(format!(
+            if known(child).is_none() {
+                problems.add(format!(
                     "children: {parent:?} -> {child:?} names an unknown child"
-                ))
-            {
-                return Ok(problems.found);
+                ));
             }
         }
         for item in self.docs.iter()? {
             let (k, v) = item?;
             let (doctype, name, seq) = k.value();
-            let run = rkyv::access::<ArchivedDocRecord, rkyv::rancor::Error>(v.value())
-                .map_err(|_| {
-                    Error::DamagedProjections("a stored record change does not decode".into())
-                })?
-                .run_id
-                .as_str();
-            if (known(run).is_none() || seq > self.applied)
-                && problems.add(format!(
-                    "doc_events: {doctype:?} {name:?} at seq {seq} names run {run:?}, which is unknown"
-                ))
-            {
-                return Ok(problems.found);
+            let run = stored_doc_record(v.value())?.run_id.as_str();
+            if known(run).is_none() || seq > self.applied {
+                problems.add(format!(
+                    "doc_events: {doctype:?} {name:?} at seq {seq} names an unknown run {run:?} \
+                     or lies past seq {}",
+                    self.applied
+                ));
             }
         }
         for item in self.completions.iter()? {
             let (k, v) = item?;
             let run = v.value();
-            if known(run).is_none()
-                && problems.add(format!(
+            if known(run).is_none() {
+                problems.add(format!(
                     "completions: {:?} names an unknown run {run:?}",
                     k.value()
-                ))
-            {
-                return Ok(problems.found);
+                ));
             }
         }
         let mut active = 0usize;
@@ -845,10 +839,8 @@ impl View {
             let (k, _) = item?;
             let id = k.value();
             active += 1;
-            if known(id).is_none_or(|r| !r.1)
-                && problems.add(format!("active: run {id:?} is not active"))
-            {
-                return Ok(problems.found);
+            if known(id).is_none_or(|r| !r.1) {
+                problems.add(format!("active: run {id:?} is not active"));
             }
         }
         let active_runs = runs.values().filter(|r| r.1).count();
@@ -866,12 +858,10 @@ impl View {
                 )));
             };
             if let Some(id) = ids.lines().find(|id| known(id).is_none()) {
-                if problems.add(format!(
+                problems.add(format!(
                     "active_at {}: names an unknown run {id:?}",
                     k.value()
-                )) {
-                    return Ok(problems.found);
-                }
+                ));
             }
         }
         for item in self.completions_max_at.iter()? {
@@ -895,10 +885,6 @@ impl Problems {
         }
         self.found.len() >= self.max
     }
-}
-
-fn id_hash(id: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
 impl View {
