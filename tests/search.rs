@@ -766,6 +766,39 @@ fn search_incremental_index_equals_a_rebuilt_one() {
     assert_eq!(answers(&l), incremental);
 }
 
+/// Regression: a rebuild right after many small commits met the merges those commits started
+/// still writing segment files into the index directory, and failed removing it ("Directory
+/// not empty").
+#[test]
+fn search_rebuild_waits_for_merges_in_flight() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let l = ledger::Ledger::open(dir.path().join("m.db")).expect("open");
+    let lines = ledger::workload::ndjson_lines(&ledger::workload::WorkloadConfig::new(11, 30));
+    let rounds = 6;
+    for (round, part) in lines.chunks(lines.len().div_ceil(rounds)).enumerate() {
+        let text = part.join("\n") + "\n";
+        ledger::ingest::ingest_reader(
+            &l,
+            text.as_bytes(),
+            &ledger::ingest::IngestOptions::default(),
+            &mut ledger::ingest::NoSink,
+        )
+        .expect("ingest");
+        ledger::project::catch_up(&l, &mut |_, _| {}).expect("projections");
+        // A commit per few events: dozens of segments, whose merges still run as the rebuild
+        // starts.
+        let opts = query::search::CatchUpOptions {
+            batch_events: 3,
+            crash_after_batches: None,
+        };
+        query::search::catch_up_with(&l, &opts).expect("index");
+        if let Err(e) = query::search::rebuild(&l) {
+            panic!("rebuild in round {round}: {e}");
+        }
+    }
+    assert_eq!(indexed_runs(&l), all_runs(&l));
+}
+
 #[test]
 fn search_damaged_index_is_built_again() {
     let (db, tokens) = planted();

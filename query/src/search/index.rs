@@ -38,6 +38,17 @@ struct WriterSlot {
 
 static WRITER: Mutex<Option<WriterSlot>> = Mutex::new(None);
 
+/// Closes the writer this process holds once its merges have finished. A dropped writer's
+/// merges go on in the background, writing segment files into its directory: removing that
+/// directory meanwhile failed ("Directory not empty"), and an index created in it again could
+/// receive their files.
+fn close_writer(slot: &mut Option<WriterSlot>) {
+    if let Some(s) = slot.take() {
+        // A merge that failed leaves the committed index as it was: nothing to report.
+        let _ = s.writer.wait_merging_threads();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while indexing leaves at worst an uncommitted batch, which is dropped.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -211,7 +222,7 @@ fn catch_up_locked(
     // process replaces it).
     let current = slot.as_ref().is_some_and(|s| s.dir == dir && dir.exists());
     if !current {
-        *slot = None; // drops the old writer (and its lock) first
+        close_writer(slot); // the old writer (and its lock) goes first
         *slot = Some(open_writer(&dir, ledger)?);
     }
     let Some(s) = slot.as_mut() else {
@@ -232,7 +243,7 @@ fn catch_up_locked(
             Err(e) => {
                 // Roll back: what the writer holds uncommitted must not be committed with a later
                 // batch (it would double runs added again), so drop the writer with it.
-                *slot = None;
+                close_writer(slot);
                 return Err(e);
             }
         }
@@ -326,7 +337,7 @@ pub fn rebuild(ledger: &Ledger) -> Result<()> {
         )));
     }
     let mut slot = lock(&WRITER);
-    *slot = None;
+    close_writer(&mut slot);
     super::answer::forget_reader();
     let dir = index_dir(ledger.path());
     if dir.exists() {
