@@ -16,6 +16,7 @@ mod log;
 pub mod parse;
 pub mod project;
 pub mod render;
+pub mod template;
 pub mod verify;
 pub mod workload;
 

@@ -28,6 +28,8 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use serde_json::{json, Map, Value};
 
+use crate::template::{eval_condition, resolve};
+
 /// Parameters of a generated workload.
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {
@@ -1923,119 +1925,6 @@ fn template_steps(name: &str, version: usize) -> Value {
     }
 }
 
-/// Looks up `step.output.path[.length]` (or `prev.…`, the latest executed step) in the recorded
-/// outputs of the earlier steps.
-fn lookup(path: &str, outputs: &[(String, Value)]) -> Option<Value> {
-    let mut parts = path.trim().split('.');
-    let head = parts.next()?;
-    let out = if head == "prev" {
-        outputs.last().map(|(_, o)| o)?
-    } else {
-        outputs
-            .iter()
-            .rev()
-            .find(|(id, _)| id == head)
-            .map(|(_, o)| o)?
-    };
-    if parts.next()? != "output" {
-        return None;
-    }
-    let mut cur = out;
-    for part in parts {
-        cur = match (cur, part) {
-            (Value::Array(a), "length") => return Some(Value::from(a.len())),
-            (Value::String(s), "length") => return Some(Value::from(s.chars().count())),
-            (Value::Object(m), key) => m.get(key)?,
-            (Value::Array(a), idx) => a.get(idx.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur.clone())
-}
-
-fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Replaces every `{{path}}` in `s` with the text of its value ("" when missing).
-fn interpolate(s: &str, outputs: &[(String, Value)]) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
-        match rest[open + 2..].find("}}") {
-            Some(close) => {
-                let path = &rest[open + 2..open + 2 + close];
-                if let Some(v) = lookup(path, outputs) {
-                    out.push_str(&value_text(&v));
-                }
-                rest = &rest[open + 2 + close + 2..];
-            }
-            None => {
-                out.push_str(&rest[open..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Resolves a template input: a string that is exactly one `{{path}}` becomes the value itself
-/// (null when missing); placeholders inside longer strings are interpolated as text.
-fn resolve(v: &Value, outputs: &[(String, Value)]) -> Value {
-    match v {
-        Value::String(s) => {
-            let t = s.trim();
-            if t.starts_with("{{") && t.ends_with("}}") && t[2..].find("{{").is_none() {
-                lookup(&t[2..t.len() - 2], outputs).unwrap_or(Value::Null)
-            } else if s.contains("{{") {
-                Value::String(interpolate(s, outputs))
-            } else {
-                v.clone()
-            }
-        }
-        Value::Array(a) => Value::Array(a.iter().map(|x| resolve(x, outputs)).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| (k.clone(), resolve(x, outputs)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// Evaluates an `if` such as `{{emails.output.data.length}} > 0`.
-fn eval_condition(expr: &str, outputs: &[(String, Value)]) -> bool {
-    let text = interpolate(expr, outputs);
-    for op in [">=", "<=", "==", "!=", ">", "<"] {
-        if let Some(pos) = text.find(op) {
-            let lhs = text[..pos].trim();
-            let rhs = text[pos + op.len()..].trim();
-            return match (lhs.parse::<f64>(), rhs.parse::<f64>()) {
-                (Ok(a), Ok(b)) => match op {
-                    ">=" => a >= b,
-                    "<=" => a <= b,
-                    "==" => a == b,
-                    "!=" => a != b,
-                    ">" => a > b,
-                    _ => a < b,
-                },
-                _ => match op {
-                    "==" => lhs == rhs,
-                    "!=" => lhs != rhs,
-                    _ => false,
-                },
-            };
-        }
-    }
-    let t = text.trim();
-    !(t.is_empty() || t == "false" || t == "0" || t == "null")
-}
-
 /// Deliberately changes a resolved step input (a divergent workflow).
 fn diverge(input: &mut Value) {
     let Some(obj) = input.as_object_mut() else {
@@ -2511,37 +2400,6 @@ mod tests {
         assert!(total > 50);
         // Template updates change step 0 of some templates, so only most match v0.
         assert!(same * 2 > total, "{same}/{total}");
-    }
-
-    #[test]
-    fn resolution_and_conditions() {
-        let outputs = vec![
-            (
-                "emails".to_string(),
-                json!({"data": [{"name": "Email-00001"}]}),
-            ),
-            ("summaries".to_string(), json!({"text": "hello"})),
-        ];
-        assert_eq!(
-            resolve(&json!({"text": "{{emails.output.data}}"}), &outputs),
-            json!({"text": [{"name": "Email-00001"}]})
-        );
-        assert_eq!(
-            resolve(&json!({"s": "{{prev.output.text}}"}), &outputs),
-            json!({"s": "hello"})
-        );
-        assert_eq!(
-            resolve(&json!("n={{emails.output.data.length}}"), &outputs),
-            json!("n=1")
-        );
-        assert!(eval_condition(
-            "{{emails.output.data.length}} > 0",
-            &outputs
-        ));
-        assert!(!eval_condition(
-            "{{missing.output.data.length}} > 0",
-            &outputs
-        ));
     }
 
     #[test]
