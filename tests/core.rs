@@ -1742,6 +1742,109 @@ fn invalid_utf8_and_crlf_lines() {
     assert_eq!(runs, [json!("a"), json!("b"), json!("c-é"), json!("d")]);
 }
 
+/// `leaf` inside `depth` levels, objects `{"k": …}` and arrays taking turns.
+fn nested(depth: usize, leaf: &str) -> String {
+    let open: String = (0..depth)
+        .map(|i| if i % 2 == 0 { "{\"k\":" } else { "[" })
+        .collect();
+    let close: String = (0..depth)
+        .rev()
+        .map(|i| if i % 2 == 0 { '}' } else { ']' })
+        .collect();
+    format!("{open}{leaf}{close}")
+}
+
+/// Regression: payloads nested deeper than serde_json builds values of (128 levels) are
+/// accepted, but `show` and `state` failed ("answer does not serialise: recursion limit
+/// exceeded"), `trace` gave their record data as null, progress values and error codes folded
+/// to null, and search did not find their words.
+#[test]
+fn payloads_nested_deeper_than_128_levels_answer_everywhere() {
+    let l = Ledger::new();
+    let deep = nested(300, r#""zqdeepword""#);
+    let lines = [
+        format!(
+            r#"{{"type":"run.started","id":"e1","ts":{T},"run_id":"wf","run":{{"operation":"workflow","input":{deep},"custom":{deep}}}}}"#
+        ),
+        format!(
+            r#"{{"type":"run.started","id":"e2","ts":{},"run_id":"r1","run":{{"operation":"create","parent_run_id":"wf","input":{deep}}}}}"#,
+            T + 1
+        ),
+        format!(
+            r#"{{"type":"doc.created","id":"e3","ts":{},"run_id":"r1","doctype":"Task","name":"T1","data":{{"a":{deep}}}}}"#,
+            T + 2
+        ),
+        format!(
+            r#"{{"type":"run.completed","id":"e4","ts":{},"run_id":"r1","output":{deep}}}"#,
+            T + 3
+        ),
+        format!(
+            r#"{{"type":"run.started","id":"e5","ts":{},"run_id":"r2","run":{{"operation":"summarize","parent_run_id":"wf"}}}}"#,
+            T + 4
+        ),
+        format!(
+            r#"{{"type":"run.progress","id":"e6","ts":{},"run_id":"r2","path":"output.x","value":{deep}}}"#,
+            T + 5
+        ),
+        format!(
+            r#"{{"type":"run.failed","id":"e7","ts":{},"run_id":"r2","error":{{"message":"boom","code":{deep}}}}}"#,
+            T + 6
+        ),
+    ];
+    l.ingest_lines(&lines);
+    let commands: [&[&str]; 11] = [
+        &["show", "wf"],
+        &["show", "r1"],
+        &["show", "r2"],
+        &["state"],
+        &["runs"],
+        &["tree", "wf"],
+        &["effects", "wf", "--tree"],
+        &["trace", "Task", "T1"],
+        &["replay", "wf"],
+        &["diff", "r1", "r2"],
+        &["timeline", "wf"],
+    ];
+    for args in commands {
+        for json in [false, true] {
+            let c = l.cmd(args);
+            let out = if json { c.arg("--json") } else { c }.run();
+            assert_eq!(
+                (out.code, out.stderr.as_str()),
+                (0, ""),
+                "{args:?} json={json}"
+            );
+        }
+    }
+    // Stored text passes through as it was ingested.
+    let show = l.cmd(&["show", "r1", "--json"]).run().stdout;
+    assert!(show.contains(&format!(r#""input":{deep}"#)), "{show:.300}");
+    assert!(show.contains(&format!(r#""output":{deep}"#)), "{show:.300}");
+    // Where a value is built from it, what lies below 100 levels is kept as its JSON text (a
+    // string, so its quotes are escaped), not null.
+    let as_text = |what: &str, text: &str| {
+        assert!(
+            text.contains(r#"{\"k\":[{\"k\":["#) && text.contains(r#"\"zqdeepword\""#),
+            "{what}: {text:.300}"
+        );
+    };
+    let trace = l.ok(&["trace", "Task", "T1"]);
+    as_text("trace data", &trace["history"][0]["data"].to_string());
+    let r2 = l.cmd(&["show", "r2", "--json"]).run().stdout;
+    let (output, error) = r2.split_once(r#""error":"#).expect("an error");
+    as_text(
+        "progress value",
+        &output[output.find(r#""output":{"x":"#).expect("output.x")..],
+    );
+    as_text("error code", error);
+    let found = l.ok(&["search", "zqdeepword"]);
+    assert_eq!(
+        ids(&found["hits"]),
+        ["r1", "r2", "wf"].map(String::from).into(),
+        "{found}"
+    );
+}
+
 #[test]
 fn errors_are_one_clear_line() {
     let l = Ledger::new();

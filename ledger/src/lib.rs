@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod event_ref;
 pub mod ingest;
+pub mod json;
 mod json_scan;
 mod log;
 pub mod parse;

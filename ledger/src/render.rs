@@ -168,7 +168,7 @@ pub fn write_event_json(ev: &ArchivedStoredEvent, ledger_fields: bool, out: &mut
 pub fn event_value(ev: &ArchivedStoredEvent, ledger_fields: bool) -> serde_json::Value {
     let mut s = String::with_capacity(256);
     write_event_json(ev, ledger_fields, &mut s);
-    serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)
+    crate::json::value_or_null(Some(&s))
 }
 
 type CheckpointParts<'a> = (

@@ -120,9 +120,7 @@ fn walk(path: String, a: &Value, b: &Value, out: &mut Vec<Change>) {
 }
 
 fn parse(text: &Option<String>) -> Value {
-    text.as_deref()
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or(Value::Null)
+    ledger::json::value_or_null(text.as_deref())
 }
 
 /// A run's recorded input as JSON (null when none).

@@ -204,7 +204,7 @@ impl Timeline {
                         .run
                         .error
                         .as_deref()
-                        .and_then(|e| serde_json::from_str::<Value>(e).ok())
+                        .and_then(ledger::json::value_of)
                         .and_then(|e| e.get("message").cloned())
                         .unwrap_or(Value::Null),
                     _ => Value::Null,

@@ -129,8 +129,14 @@ impl Serialize for StateAnswer {
 }
 
 /// `v` as a `serde_json::Value` (for the human output and callers that edit the answer).
+/// Written as text first: stored payloads go out as their text, and [`crate::json::value_of`]
+/// reads a payload at any depth, where `serde_json::to_value` failed the whole answer on one
+/// nested deeper than 128 levels.
 pub fn to_value(v: &impl Serialize) -> Result<serde_json::Value> {
-    serde_json::to_value(v).map_err(|e| Error::Storage(format!("answer does not serialise: {e}")))
+    let failed =
+        |e: &dyn std::fmt::Display| Error::Storage(format!("answer does not serialise: {e}"));
+    let text = serde_json::to_string(v).map_err(|e| failed(&e))?;
+    crate::json::value_of(&text).ok_or_else(|| failed(&"not JSON"))
 }
 
 /// What trees and lineages show of a run: read from the stored run in place (no decoding of its payloads)

@@ -386,11 +386,7 @@ impl<'a> Json<'a> {
     /// The parsed value (null when absent), parsing the text on first use.
     fn value_mut(&mut self) -> &mut Value {
         if self.parsed.is_none() {
-            let v = self
-                .text
-                .take()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or(Value::Null);
+            let v = crate::json::value_or_null(self.text.take().as_deref());
             self.parsed = Some(v);
         }
         self.parsed.get_or_insert(Value::Null)
@@ -504,7 +500,7 @@ impl<'a> Folder<'a> {
                 value,
                 append,
             } => {
-                let value: Value = serde_json::from_str(value).unwrap_or(Value::Null);
+                let value = crate::json::value_or_null(Some(value));
                 self.progress(path, value, *append);
             }
             ArchivedBody::Waiting { step_id, prompt } => {
@@ -579,7 +575,7 @@ impl<'a> Folder<'a> {
             self.input = Json::text(Some(text(i)));
         }
         if let Some(x) = run.extra.as_ref() {
-            if let Ok(Value::Object(new)) = serde_json::from_str::<Value>(x) {
+            if let Some(Value::Object(new)) = crate::json::value_of(x) {
                 match self.extra.value_mut() {
                     Value::Object(old) => old.extend(new),
                     other => *other = Value::Object(new),
@@ -670,16 +666,13 @@ fn error_json(e: &ArchivedErrorInfo) -> JsonText {
     let mut m = serde_json::Map::new();
     m.insert("message".into(), Value::String(e.message.to_string()));
     if let Some(c) = e.code.as_ref() {
-        m.insert(
-            "code".into(),
-            serde_json::from_str(c).unwrap_or(Value::Null),
-        );
+        m.insert("code".into(), crate::json::value_or_null(Some(c)));
     }
     if let Some(s) = e.stack.as_ref() {
         m.insert("stack".into(), Value::String(s.to_string()));
     }
     if let Some(x) = e.extra.as_ref() {
-        if let Ok(Value::Object(x)) = serde_json::from_str::<Value>(x) {
+        if let Some(Value::Object(x)) = crate::json::value_of(x) {
             for (k, v) in x {
                 m.entry(k).or_insert(v);
             }

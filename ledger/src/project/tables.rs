@@ -24,7 +24,7 @@ pub const CHECKPOINT_EVERY: u64 = 65_536;
 
 /// Layout version of the projection tables and of `RunState`; a mismatch on open makes the
 /// projections rebuild from the log.
-pub const PROJECTION_VERSION: u64 = 4;
+pub const PROJECTION_VERSION: u64 = 5;
 
 pub(crate) const PROJ_META: TableDefinition<&str, u64> = TableDefinition::new("proj_meta");
 pub(crate) const PROJ_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("proj_log");

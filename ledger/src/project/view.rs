@@ -305,8 +305,7 @@ impl View {
             let seq = k.value().2;
             let r = stored_doc_record(v.value())?;
             let json = |t: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>| {
-                t.as_ref()
-                    .and_then(|d| serde_json::from_str(d.as_str()).ok())
+                t.as_ref().and_then(|d| crate::json::value_of(d))
             };
             rows.push(DocChangeRow {
                 seq,

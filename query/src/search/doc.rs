@@ -398,7 +398,7 @@ pub fn bounded_json(text: &str, budget: &mut usize) -> Option<Value> {
     if *budget == 0 {
         return None;
     }
-    let mut v: Value = serde_json::from_str(text).ok()?;
+    let mut v = ledger::json::value_of(text)?;
     clip(&mut v, budget);
     Some(v)
 }

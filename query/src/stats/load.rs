@@ -14,13 +14,13 @@ pub fn error_message(error: Option<&str>) -> String {
     let Some(text) = error else {
         return String::new();
     };
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => match m.get("message") {
+    match ledger::json::value_of(text) {
+        Some(Value::Object(m)) => match m.get("message") {
             Some(Value::String(s)) => s.clone(),
             Some(v) => v.to_string(),
             None => text.to_owned(),
         },
-        Ok(Value::String(s)) => s,
+        Some(Value::String(s)) => s,
         _ => text.to_owned(),
     }
 }
