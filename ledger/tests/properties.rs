@@ -557,6 +557,47 @@ fn current_run_as_of_a_seq_finds_a_completion_older_than_the_checkpoints_batch()
     assert_eq!(then["current_run"]["run_id"], "late", "as of seq {at}");
 }
 
+/// Regression: the active set at a checkpoint was stored `\n`-separated, so a run id holding a
+/// line break (an id is any string of 1 to 256 bytes) fell apart in `state --at` past it, and
+/// the run was missing from the answer.
+#[test]
+fn run_ids_with_line_breaks_survive_a_checkpoint() {
+    let every = ledger::project::CHECKPOINT_EVERY as usize;
+    let ev = |line: String| ledger::parse_event(&line).expect("test line");
+    let t = 1_763_700_000_000i64;
+    let mut events = Vec::new();
+    for (k, id) in [r"a\nb", r"c\r", r"d\r\n"].iter().enumerate() {
+        events.push(ev(format!(
+            r#"{{"type":"run.started","id":"s{k}","run_id":"{id}","ts":{t},"run":{{"operation":"select"}}}}"#
+        )));
+    }
+    for i in 0..every + 8 {
+        events.push(ev(format!(
+            r#"{{"type":"run.checkpoint","id":"k{i}","run":{{"id":"ui-{i}","status":"completed","operation":"update","timestamp":{}}}}}"#,
+            t + 1 + i as i64
+        )));
+    }
+    let db = build(&events, &[events.len()], true);
+    let at = every + 2;
+    let then = db
+        .ledger
+        .view(Some(at as u64))
+        .unwrap()
+        .state_json()
+        .unwrap();
+    let active: Vec<&str> = then["active_runs"]
+        .as_array()
+        .expect("active runs")
+        .iter()
+        .map(|r| r["run_id"].as_str().expect("run id"))
+        .collect();
+    assert_eq!(active, ["a\nb", "c\r", "d\r\n"], "as of seq {at}");
+    let prefix = build(&events[..at], &[at], false);
+    assert!(then == prefix.ledger.view(None).unwrap().state_json().unwrap());
+    let problems = db.ledger.view(None).unwrap().check_against_log(20).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
 /// A rebuild writes new projections beside the old ones and swaps them in: a view opened
 /// before it keeps reading the file it opened, and answers as views opened after it do.
 #[test]

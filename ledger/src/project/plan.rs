@@ -82,7 +82,7 @@ pub(super) struct RunWrite {
 
 pub(super) struct Checkpoint {
     pub seq: u64,
-    /// The active run ids, `\n`-terminated, ascending.
+    /// The active run ids, ascending ([`encode_ids`]).
     pub active: Vec<u8>,
     /// The greatest `completions` key with seq ≤ `seq`, if any run has completed.
     pub completions_max: Option<(i64, u64)>,
@@ -382,14 +382,9 @@ impl<'a> Planner<'a> {
         };
         let mut sorted: Vec<&str> = active.iter().map(String::as_str).collect();
         sorted.sort_unstable();
-        let mut ids = Vec::new();
-        for id in sorted {
-            ids.extend_from_slice(id.as_bytes());
-            ids.push(b'\n');
-        }
         Ok(Checkpoint {
             seq,
-            active: ids,
+            active: encode_ids(sorted),
             completions_max: self.last_completion,
         })
     }

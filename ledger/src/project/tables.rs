@@ -11,7 +11,7 @@
 //! | `doc_events` | (doctype, name, seq) | [`DocRecord`] (rkyv) | record histories, read without the log |
 //! | `completions` | (ts ms, seq) | run id | `current_run` |
 //! | `active` | run id | `()` | active runs now |
-//! | `active_at` | seq (multiple of [`CHECKPOINT_EVERY`]) | run ids, `\n`-separated | `state --at` |
+//! | `active_at` | seq (multiple of [`CHECKPOINT_EVERY`]) | run ids ([`encode_ids`]) | `state --at` |
 //! | `completions_max_at` | seq (multiple of [`CHECKPOINT_EVERY`]) | greatest `completions` key of seq ≤ it | `state --at` |
 
 use redb::{ReadableTable, TableDefinition};
@@ -71,6 +71,31 @@ pub(crate) struct DocRecordRef<'a> {
     pub before: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// A list of run ids as `active_at` stores it: each id's length (u32, little-endian), then its
+/// bytes. (Separators would not do: an id is any string of 1 to 256 bytes, line breaks too.)
+pub(crate) fn encode_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in ids {
+        // Ids come from events and parent links: far below 4 GiB.
+        out.extend_from_slice(&(id.len() as u32).to_le_bytes());
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+/// The ids of [`encode_ids`]; `None` when the bytes are not such a list.
+pub(crate) fn decode_ids(mut bytes: &[u8]) -> Option<Vec<&str>> {
+    let mut ids = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        let (id, rest) = rest.split_at_checked(len)?;
+        ids.push(std::str::from_utf8(id).ok()?);
+        bytes = rest;
+    }
+    Some(ids)
+}
+
 pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
     // Tables of another layout are dropped before they are opened with this layout's types;
     // the missing version then makes the projections rebuild from the log.
@@ -114,6 +139,16 @@ mod tests {
 
     /// The borrowed twin encodes to the owned record's bytes (strings longer than the 8 bytes
     /// kept inline, so their order shows).
+    #[test]
+    fn id_lists_round_trip_whatever_the_ids_hold() {
+        let ids = ["a\nb", "c\r", "", "x\u{0}y", "é"];
+        let bytes = encode_ids(ids);
+        assert_eq!(decode_ids(&bytes), Some(ids.to_vec()));
+        assert_eq!(decode_ids(&[]), Some(vec![]));
+        assert_eq!(decode_ids(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_ids(&[1, 0, 0, 0, 0xff]), None);
+    }
+
     #[test]
     fn borrowed_doc_record_encodes_as_the_owned_one() {
         let owned = DocRecord {

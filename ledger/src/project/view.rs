@@ -53,6 +53,15 @@ fn stored_doc_record(bytes: &[u8]) -> Result<&ArchivedDocRecord> {
         .map_err(|_| Error::DamagedProjections("a stored record change does not decode".into()))
 }
 
+/// The active run ids recorded at checkpoint `seq`.
+fn stored_ids(seq: u64, bytes: &[u8]) -> Result<Vec<&str>> {
+    decode_ids(bytes).ok_or_else(|| {
+        Error::DamagedProjections(format!(
+            "the active runs recorded at seq {seq} do not decode"
+        ))
+    })
+}
+
 /// Filters of `runs`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -615,8 +624,8 @@ impl View {
             match self.active_at.range(..=self.at)?.next_back().transpose()? {
                 Some((k, v)) => (
                     k.value(),
-                    String::from_utf8_lossy(v.value())
-                        .lines()
+                    stored_ids(k.value(), v.value())?
+                        .into_iter()
                         .map(str::to_owned)
                         .collect(),
                 ),
@@ -850,13 +859,8 @@ impl View {
         }
         for item in self.active_at.iter()? {
             let (k, v) = item?;
-            let Ok(ids) = std::str::from_utf8(v.value()) else {
-                return Err(Error::DamagedProjections(format!(
-                    "the active runs recorded at seq {} are not text",
-                    k.value()
-                )));
-            };
-            if let Some(id) = ids.lines().find(|id| known(id).is_none()) {
+            let ids = stored_ids(k.value(), v.value())?;
+            if let Some(id) = ids.iter().find(|id| known(id).is_none()) {
                 problems.add(format!(
                     "active_at {}: names an unknown run {id:?}",
                     k.value()
