@@ -1845,6 +1845,66 @@ fn payloads_nested_deeper_than_128_levels_answer_everywhere() {
     );
 }
 
+/// Run ids, operations, record names and prompts come from clients: human output writes their
+/// control characters escaped, so they cannot drive the terminal (clear it, set its title or
+/// clipboard, fake lines); JSON output keeps them exactly.
+#[test]
+fn human_output_escapes_control_characters_from_events() {
+    let l = Ledger::new();
+    let run = "r\u{1b}[2J\u{1b}]0;title\u{7}\nfake";
+    let esc = |s: &str| serde_json::to_string(s).expect("json string");
+    l.ingest_lines(&[
+        format!(
+            r#"{{"type":"run.started","id":"e1","ts":{T},"run_id":{},"run":{{"operation":{},"owner":"o\u001b[8m"}}}}"#,
+            esc(run),
+            esc("op\u{9b}31m")
+        ),
+        format!(
+            r#"{{"type":"doc.created","id":"e2","ts":{},"run_id":{},"doctype":"Task","name":{},"data":{{}}}}"#,
+            T + 1,
+            esc(run),
+            esc("T\u{1b}[1m")
+        ),
+        format!(
+            r#"{{"type":"run.waiting","id":"e3","ts":{},"run_id":{},"step_id":"s\u001b[5m","prompt":"p\u0007"}}"#,
+            T + 2,
+            esc(run)
+        ),
+    ]);
+    let commands: [&[&str]; 9] = [
+        &["runs"],
+        &["show", run],
+        &["tree", run],
+        &["trace", "Task", "T\u{1b}[1m"],
+        &["state"],
+        &["stats"],
+        &["timeline", run],
+        &["search", "fake"],
+        &["show", "missing\u{1b}[2J"],
+    ];
+    for args in commands {
+        let out = l.cmd(args).run();
+        for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            assert!(
+                !text.contains(|c: char| c.is_control() && c != '\n'),
+                "{args:?} {stream}: {text:?}"
+            );
+        }
+        assert!(
+            out.stdout.lines().all(|line| !line.starts_with("fake")),
+            "{args:?}: a line of the run id's own: {}",
+            out.stdout
+        );
+    }
+    assert!(l
+        .cmd(&["show", run])
+        .run()
+        .stdout
+        .contains(r"r\u{1b}[2J\u{1b}]0;title\u{7}\nfake"));
+    assert_eq!(l.ok(&["show", run])["run_id"], run);
+    assert_eq!(l.ok(&["show", run])["owner"], "o\u{1b}[8m");
+}
+
 #[test]
 fn errors_are_one_clear_line() {
     let l = Ledger::new();

@@ -60,7 +60,7 @@ impl Ctx {
         } else {
             serde_json::to_string(v)?
         };
-        out_line(&text)
+        write_line(&text)
     }
 }
 
@@ -73,8 +73,60 @@ pub fn catch_up(ledger: &Ledger) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes one line to stdout; a closed pipe (`| head`) ends the program quietly.
+/// Whether human output is coloured: stdout is a terminal and `NO_COLOR` is not set.
+pub fn color() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Writes one line of human output to stdout, [`terminal_safe`]; a closed pipe (`| head`) ends
+/// the program quietly.
 pub fn out_line(s: &str) -> anyhow::Result<()> {
+    write_line(&terminal_safe(s, color()))
+}
+
+/// `s` with every control character escaped as Rust writes it (`\u{1b}`, `\n`), except, when
+/// `colours`, the colour codes this program writes (`ESC [` numbers among 0, 1 and 30–37
+/// `m`). Run ids, operations, record names and prompts come from clients: written raw they
+/// could move the cursor, clear the screen, set the terminal's title or clipboard, or fake
+/// lines of an audit answer.
+pub fn terminal_safe(s: &str, colours: bool) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        let len = match colour_code(rest) {
+            Some(len) if colours => {
+                out.push_str(&rest[..len]);
+                len
+            }
+            _ => {
+                if c.is_control() {
+                    out.extend(c.escape_default());
+                } else {
+                    out.push(c);
+                }
+                c.len_utf8()
+            }
+        };
+        rest = &rest[len..];
+    }
+    out.into()
+}
+
+/// The length of the colour code `s` starts with, if it starts with one this program writes.
+fn colour_code(s: &str) -> Option<usize> {
+    let body = s.strip_prefix("\x1b[")?;
+    let end = body.find('m')?;
+    let ours = body[..end]
+        .split(';')
+        .all(|n| matches!(n.parse::<u8>(), Ok(0 | 1 | 30..=37)) && n.len() <= 2);
+    ours.then_some(2 + end + 1)
+}
+
+/// Writes one line to stdout as it is (JSON, NDJSON); a closed pipe ends the program quietly.
+pub fn write_line(s: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{s}") {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
@@ -105,7 +157,11 @@ pub fn report_error(e: &anyhow::Error) -> ExitCode {
             msg.push_str(&cause);
         }
     }
-    let _ = writeln!(std::io::stderr(), "runledger: {msg}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "runledger: {}",
+        terminal_safe(&msg, false)
+    );
     if e.downcast_ref::<Problem>().is_some() {
         ExitCode::from(EXIT_PROBLEM)
     } else {
@@ -146,5 +202,29 @@ impl AtArgs {
             (None, Some(t)) => Some(ledger.seq_at_time(t)?),
             (None, None) => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn control_characters_from_events_reach_the_terminal_escaped() {
+        let ours = "\x1b[32m✓ completed\x1b[0m \x1b[1;31mfirst\x1b[0m";
+        assert_eq!(terminal_safe(ours, true), ours);
+        assert_eq!(
+            terminal_safe(ours, false),
+            "\\u{1b}[32m✓ completed\\u{1b}[0m \\u{1b}[1;31mfirst\\u{1b}[0m"
+        );
+        // Clearing the screen, concealing text, setting the title, a C1 CSI, a fake line.
+        let theirs = "a\x1b[2Jb\x1b[8mc\x1b]0;t\x07d\u{9b}31me\nf\x1b[";
+        let want = "a\\u{1b}[2Jb\\u{1b}[8mc\\u{1b}]0;t\\u{7}d\\u{9b}31me\\nf\\u{1b}[";
+        assert_eq!(terminal_safe(theirs, true), want);
+        assert_eq!(terminal_safe(theirs, false), want);
+        assert!(matches!(
+            terminal_safe("plain é 🙂", true),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -1,17 +1,11 @@
 //! Human output of the reading commands: short tables and indented trees, colour on a TTY.
 
-use std::io::IsTerminal;
-
 use serde_json::Value;
 
-use crate::ctx::out_line;
+use crate::ctx::{color, out_line};
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
-}
-
-fn color() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// A status with its mark, coloured on a terminal.

@@ -136,7 +136,11 @@ pub fn print_report(ctx: &Ctx, r: &IngestReport) -> anyhow::Result<()> {
         r.accepted, r.duplicates, r.rejected
     ))?;
     for e in &r.errors {
-        eprintln!("line {}: {}", e.line, e.reason);
+        eprintln!(
+            "line {}: {}",
+            e.line,
+            crate::ctx::terminal_safe(&e.reason, false)
+        );
     }
     if r.rejected as usize > r.errors.len() {
         eprintln!(

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use query::replay::{line, plan, Bounds, Item};
 use serde_json::{json, Value};
 
-use crate::ctx::{out_line, AtArgs, Ctx, Problem};
+use crate::ctx::{color, out_line, write_line, AtArgs, Ctx, Problem};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -96,7 +96,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let Some(url) = &args.to else {
         for item in &replay.items {
             pacer.wait(item);
-            out_line(&answer(line(view.reader(), item, true))?)?;
+            write_line(&answer(line(view.reader(), item, true))?)?;
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -379,10 +379,6 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = b.get(size + 2..).unwrap_or(&[]);
     }
     out
-}
-
-fn color() -> bool {
-    std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none()
 }
 
 fn paint(code: &str, s: &str) -> String {

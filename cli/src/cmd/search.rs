@@ -1,12 +1,11 @@
 //! `runledger search QUERY`: full-text and JSON-path search over what runs took and gave.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use serde_json::Value;
 
 use crate::cmd::read::RunFilterArgs;
-use crate::ctx::{out_line, Ctx, Problem};
+use crate::ctx::{color, out_line, Ctx, Problem};
 use crate::human;
 
 #[derive(clap::Args, Debug)]
@@ -64,10 +63,6 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
-}
-
-fn color() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// The snippet on one line, its highlights in bold on a terminal.

@@ -9,7 +9,7 @@ use query::timeline::{timeline, Row, Timeline};
 use serde_json::json;
 
 use crate::cmd::replay::answer;
-use crate::ctx::{out_line, AtArgs, Ctx};
+use crate::ctx::{color, out_line, AtArgs, Ctx};
 use crate::human;
 
 #[derive(clap::Args, Debug)]
@@ -61,10 +61,6 @@ fn terminal_width() -> Option<usize> {
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace().nth(1)?.parse::<usize>().ok()
-}
-
-fn color() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 fn label(r: &Row) -> String {
