@@ -1905,6 +1905,33 @@ fn human_output_escapes_control_characters_from_events() {
     assert_eq!(l.ok(&["show", run])["owner"], "o\u{1b}[8m");
 }
 
+/// Regression: a file that starts with a UTF-8 byte order mark (as editors on Windows write)
+/// had its first line rejected as invalid JSON.
+#[test]
+fn a_byte_order_mark_at_the_start_is_skipped() {
+    let l = Ledger::new();
+    let line = |k: i64| {
+        format!(
+            r#"{{"type":"run.cancelled","id":"b{k}","run_id":"r{k}","ts":{}}}"#,
+            T + k
+        )
+    };
+    let mut input = b"\xEF\xBB\xBF".to_vec();
+    input.extend_from_slice(format!("{}\n{}\n", line(1), line(2)).as_bytes());
+    let (code, v, err) = l.cmd(&["ingest", "-"]).stdin(&input).json();
+    assert_eq!((code, &v["accepted"]), (0, &json!(2)), "{v} {err}");
+    // Only at the start: elsewhere it is a character before the JSON.
+    let mut later = format!("{}\n", line(3)).into_bytes();
+    later.extend_from_slice(b"\xEF\xBB\xBF");
+    later.extend_from_slice(line(4).as_bytes());
+    let (code, v, _) = l.cmd(&["ingest", "-"]).stdin(&later).json();
+    assert_eq!(
+        (code, &v["accepted"], &v["errors"][0]["line"]),
+        (1, &json!(1), &json!(2)),
+        "{v}"
+    );
+}
+
 #[test]
 fn errors_are_one_clear_line() {
     let l = Ledger::new();

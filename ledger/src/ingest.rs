@@ -112,8 +112,21 @@ struct Parsed {
     bytes: u64,
 }
 
+/// `input` past a UTF-8 byte order mark at its start, if it has one. Editors on Windows write
+/// one; RFC 8259 lets a parser ignore it, and line 1 was rejected as "invalid JSON: expected
+/// value (column 1)" for a character nobody sees.
+fn without_bom(mut input: impl Read) -> std::io::Result<impl Read> {
+    let mut head = Vec::with_capacity(3);
+    (&mut input).take(3).read_to_end(&mut head)?;
+    if head == b"\xEF\xBB\xBF" {
+        head.clear();
+    }
+    Ok(std::io::Cursor::new(head).chain(input))
+}
+
 /// Reads NDJSON from `input` to the end and appends every valid event. A rejected line never
 /// stops the others; I/O and storage errors do (everything committed before stays stored).
+/// A UTF-8 byte order mark at the start is skipped.
 pub fn ingest_reader(
     ledger: &Ledger,
     input: impl Read + Send,
@@ -153,7 +166,7 @@ pub fn ingest_reader(
         drop(spare_chunk_tx);
         let chunk_bytes = opts.chunk_bytes.max(1 << 10);
         let reader = scope.spawn(move || -> Result<()> {
-            let mut input = input;
+            let mut input = without_bom(input)?;
             let mut carry: Vec<u8> = Vec::new();
             let mut line = 1u64;
             // The first chunks are small and grow to `chunk_bytes`: the writer starts as soon as
