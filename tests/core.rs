@@ -1932,6 +1932,32 @@ fn a_byte_order_mark_at_the_start_is_skipped() {
     );
 }
 
+/// While another process writes the ledger, a second writer is refused with one line saying
+/// what to do, and readers still answer.
+#[test]
+fn a_second_writer_is_told_what_to_do() {
+    let l = Ledger::new();
+    l.ingest_lines(&[format!(
+        r#"{{"type":"run.started","id":"e1","run_id":"r","ts":{T},"run":{{"operation":"select"}}}}"#
+    )]);
+    let writer = l.open();
+    let line = format!(
+        r#"{{"type":"run.cancelled","id":"e2","run_id":"r","ts":{}}}"#,
+        T + 1
+    );
+    let out = l.cmd(&["ingest", "-"]).stdin(line).run();
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("another process is writing this ledger"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(l.ok(&["show", "r"])["status"], "running");
+    drop(writer);
+}
+
 #[test]
 fn errors_are_one_clear_line() {
     let l = Ledger::new();

@@ -18,8 +18,8 @@ pub enum Error {
     #[error("storage: {0}")]
     Storage(String),
     #[error(
-        "{path}: the ledger is open for writing in another process; read it through that process \
-         (runledger serve) or stop it first"
+        "{path}: another process is writing this ledger (an ingest, or `runledger serve`); send \
+         events to that server, or wait until the other process ends"
     )]
     Busy { path: PathBuf },
     #[error("{path}: not a runledger database ({why})")]
