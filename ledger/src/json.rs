@@ -22,6 +22,17 @@ pub fn value_of(text: &str) -> Option<Value> {
     }
 }
 
+/// Replaces each container of `v` below `levels` levels with a string of its JSON text (with
+/// `levels` 0, `v` itself).
+pub fn clip_value(v: &mut Value, levels: usize) {
+    match v {
+        Value::Array(_) | Value::Object(_) if levels == 0 => *v = Value::String(v.to_string()),
+        Value::Array(a) => a.iter_mut().for_each(|x| clip_value(x, levels - 1)),
+        Value::Object(m) => m.values_mut().for_each(|x| clip_value(x, levels - 1)),
+        _ => {}
+    }
+}
+
 /// [`value_of`], `null` when the text is absent or not JSON.
 pub fn value_or_null(text: Option<&str>) -> Value {
     text.and_then(value_of).unwrap_or(Value::Null)
@@ -114,6 +125,19 @@ mod tests {
         assert_eq!(value_of(&ok), serde_json::from_str::<Value>(&ok).ok());
         assert_eq!(value_of("{\"a\":"), None);
         assert_eq!(value_or_null(None), Value::Null);
+    }
+
+    #[test]
+    fn values_are_clipped_to_their_levels() {
+        let mut v = value_of(&nested(5, "1")).expect("a value");
+        clip_value(&mut v, 2);
+        assert_eq!(bottom(&v), (2, &Value::String(levels(2, 5, "1"))));
+        let mut flat = Value::from(3);
+        clip_value(&mut flat, 0);
+        assert_eq!(flat, Value::from(3));
+        let mut top = value_of("[1]").expect("a value");
+        clip_value(&mut top, 0);
+        assert_eq!(top, Value::from("[1]"));
     }
 
     /// Follows the first member down to a value that is not a container: how many levels

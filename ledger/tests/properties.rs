@@ -598,6 +598,63 @@ fn run_ids_with_line_breaks_survive_a_checkpoint() {
     assert!(problems.is_empty(), "{problems:?}");
 }
 
+/// Regression: a `run.progress` path of 200,000 segments built a state so deep that writing it
+/// overflowed the stack, on every catch-up after it (the ledger could no longer be read). Such
+/// payloads, and ones deeper than serde_json reads, now fold to the same state whether each
+/// event is a span of its own (the state written and read back between them) or all are one,
+/// and in any arrival order.
+#[test]
+fn deep_payloads_fold_the_same_across_spans() {
+    let nested = |depth: usize| "[".repeat(depth) + &"]".repeat(depth);
+    let ev = |line: String| ledger::parse_event(&line).expect("test line");
+    let t = 1_763_700_000_000i64;
+    let deep = nested(300);
+    let long_path = format!("output{}", ".a".repeat(200_000));
+    let events = vec![
+        ev(format!(
+            r#"{{"type":"run.started","id":"e1","run_id":"r","ts":{t},"run":{{"operation":"select","input":{deep}}}}}"#
+        )),
+        ev(format!(
+            r#"{{"type":"run.completed","id":"e2","run_id":"r","ts":{},"output":{{"k":{deep}}}}}"#,
+            t + 1
+        )),
+        ev(format!(
+            r#"{{"type":"run.progress","id":"e3","run_id":"r","ts":{},"path":"output.k.0.0","value":{deep}}}"#,
+            t + 2
+        )),
+        ev(format!(
+            r#"{{"type":"run.progress","id":"e4","run_id":"r","ts":{},"path":"{long_path}","value":1}}"#,
+            t + 3
+        )),
+        ev(format!(
+            r#"{{"type":"run.progress","id":"e5","run_id":"r","ts":{},"path":"x.y","op":"append","value":{deep}}}"#,
+            t + 4
+        )),
+        // serde_json reads the value, but not the state with it 20 levels down.
+        ev(format!(
+            r#"{{"type":"run.progress","id":"e6","run_id":"r","ts":{},"path":"output{}","value":{}}}"#,
+            t + 5,
+            ".b".repeat(20),
+            nested(120)
+        )),
+        ev(format!(
+            r#"{{"type":"run.progress","id":"e7","run_id":"r","ts":{},"path":"output.c","value":1}}"#,
+            t + 6
+        )),
+    ];
+    let show = |db: &Db| {
+        let answer = db.ledger.view(None).unwrap().show("r").unwrap();
+        serde_json::to_string(&answer).unwrap()
+    };
+    let whole = show(&build(&events, &[events.len()], true));
+    let each = show(&build(&events, &vec![1; events.len()], true));
+    let reversed: Vec<Event> = events.iter().rev().cloned().collect();
+    let late = show(&build(&reversed, &vec![1; events.len()], true));
+    assert!(whole == each, "one span vs a span per event");
+    assert!(whole == late, "in order vs reversed");
+    assert!(whole.contains(r#""x":{"y":["#), "{whole:.300}");
+}
+
 /// A rebuild writes new projections beside the old ones and swaps them in: a view opened
 /// before it keeps reading the file it opened, and answers as views opened after it do.
 #[test]

@@ -586,8 +586,18 @@ impl<'a> Folder<'a> {
 
     /// `CoworkerState.updateRunField(path, value)`: `output.*` and `input.*` land in the run's
     /// output and input, any other path in its extra fields.
-    fn progress(&mut self, path: &str, value: Value, append: bool) {
-        let mut parts = path.split('.');
+    ///
+    /// The state stays within [`FOLD_DEPTH`] levels, so that it is written and read back as the
+    /// same value wherever a span ends: at most [`PATH_DEPTH`] segments are walked (the rest
+    /// stay one key), and the value is kept to the levels left below its place
+    /// ([`crate::json::clip_value`]). A path of 200,000 segments overflowed the stack when the
+    /// state was written, on every catch-up after it.
+    fn progress(&mut self, path: &str, mut value: Value, append: bool) {
+        let segments = path.splitn(PATH_DEPTH, '.');
+        // The leaf's level, counting the payload's own object; an appended value is one deeper.
+        let level = segments.clone().count() + 1 + usize::from(append);
+        crate::json::clip_value(&mut value, FOLD_DEPTH.saturating_sub(level));
+        let mut parts = segments;
         let root = parts.next().unwrap_or("");
         let slot = match root {
             "output" => self.output.value_mut(),
@@ -619,6 +629,13 @@ impl<'a> Folder<'a> {
         s
     }
 }
+
+/// Segments of a `run.progress` path walked at most; the rest stay joined as one key.
+const PATH_DEPTH: usize = 64;
+
+/// Levels a folded payload keeps at most: below serde_json's limit (128), so that its text
+/// reads back as the same value.
+const FOLD_DEPTH: usize = 120;
 
 /// Walks `path` from `v`, creating objects on the way; `None` when an array index is out of
 /// range.
