@@ -359,6 +359,17 @@ fn health_queries_and_graceful_stop() {
     assert!(found["total"].as_u64() >= Some(1), "{found}");
     let (code, _) = s.get("/v1/search?q=(((");
     assert_eq!(code, 400);
+    // Regression: a query nested thousands of parentheses deep overflowed the stack of the
+    // thread answering it, and ended the server.
+    let deep = format!("{}a{}", "%28".repeat(4_000), "%29".repeat(4_000));
+    let (code, err) = s.get(&format!("/v1/search?q={deep}"));
+    assert_eq!(code, 400, "{err}");
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.contains("nest")),
+        "{err}"
+    );
+    let (code, _) = s.get("/v1/health");
+    assert_eq!(code, 200);
     let (code, stats) = s.get("/v1/stats?by=operation");
     assert_eq!(code, 200, "{stats}");
     assert!(stats["groups"].is_array());

@@ -152,9 +152,39 @@ pub fn parse_query(index: &Index, fields: &Fields, q: &str) -> Result<Box<dyn Qu
     if is_match_all(q) {
         return Ok(Box::new(AllQuery));
     }
+    if nesting(q) > MAX_NESTING {
+        let shown: String = q.chars().take(80).collect();
+        return Err(Error::BadQuery(format!(
+            "bad query {shown:?}…: parentheses nest deeper than {MAX_NESTING} levels"
+        )));
+    }
     let mut parser = QueryParser::for_index(index, vec![fields.text]);
     parser.set_conjunction_by_default();
     parser.parse_query(q).map_err(|e| bad_query(q, e))
+}
+
+/// Levels of parentheses a query may nest. tantivy's parser, and the query it builds, recurse
+/// once per level: 4,000 levels overflowed the stack, and under `serve` one request ended the
+/// server.
+const MAX_NESTING: usize = 32;
+
+/// How deep `q`'s parentheses nest, outside quoted phrases and past backslash escapes.
+fn nesting(q: &str) -> usize {
+    let (mut depth, mut deepest, mut quoted, mut escaped) = (0usize, 0, false, false);
+    for c in q.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            '(' if !quoted => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn bad_query(q: &str, e: QueryParserError) -> Error {
@@ -412,5 +442,14 @@ mod tests {
         let b = s.find("invoice").unwrap_or(0);
         assert_eq!(char_ranges(s, &[0..6, b..b + 7]), vec![[0, 2], [4, 11]]);
         assert_eq!(char_ranges(s, &[3..9, 0..6]), vec![[0, 3]]);
+    }
+
+    #[test]
+    fn nesting_counts_parentheses_outside_phrases_and_escapes() {
+        assert_eq!(nesting("a b"), 0);
+        assert_eq!(nesting("(a OR (b AND c)) (d)"), 2);
+        assert_eq!(nesting(r#""((((" (a)"#), 1);
+        assert_eq!(nesting(r"\(\(\( (a)"), 1);
+        assert_eq!(nesting(")))((("), 3);
     }
 }
