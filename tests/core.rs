@@ -1958,6 +1958,42 @@ fn a_second_writer_is_told_what_to_do() {
     drop(writer);
 }
 
+/// Regression: a chain of runs (each step's parent the step before, as a long conversation
+/// is) 20,000 deep overflowed the stack in `tree` and `diff`. A tree answer now stops 60 levels
+/// down, counting the runs below in `more_children`; `diff` walks the whole chain.
+#[test]
+fn a_chain_of_twenty_thousand_runs_answers() {
+    let l = Ledger::new();
+    let n = 20_000;
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let parent = if i == 0 {
+                String::new()
+            } else {
+                format!(r#","parent_run_id":"c{}""#, i - 1)
+            };
+            format!(
+                r#"{{"type":"run.started","id":"s{i}","run_id":"c{i}","ts":{},"run":{{"operation":"create"{parent}}}}}"#,
+                T + i
+            )
+        })
+        .collect();
+    l.ingest_lines(&lines);
+    let mut node = l.ok(&["tree", "c0"]);
+    let mut levels = 0;
+    while let Some(child) = node["children"].get(0).cloned() {
+        node = child;
+        levels += 1;
+    }
+    assert_eq!((levels, &node["run_id"]), (60, &json!("c60")));
+    assert_eq!(node["more_children"], 1);
+    let deeper = l.ok(&["tree", "c60", "--depth", "1"]);
+    assert_eq!(deeper["children"][0]["run_id"], "c61");
+    assert_eq!(l.cmd(&["tree", "c0"]).run().code, 0);
+    let diff = l.ok(&["diff", "c0", "c1"]);
+    assert_eq!(diff["steps"].as_array().map(Vec::len), Some(n as usize));
+}
+
 #[test]
 fn errors_are_one_clear_line() {
     let l = Ledger::new();

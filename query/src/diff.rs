@@ -303,17 +303,7 @@ pub fn diff_json(view: &View, a_id: &str, b_id: &str) -> Result<Value> {
             .ok_or_else(|| not_found(view, id))
     };
     let (a, b) = (get(a_id)?, get(b_id)?);
-    let mut rows = Vec::new();
-    let mut seen = (HashSet::new(), HashSet::new());
-    walk_pair(
-        view,
-        "root".into(),
-        0,
-        Some(a),
-        Some(b),
-        &mut rows,
-        &mut seen,
-    )?;
+    let rows = walk_pairs(view, a, b)?;
     let differing = rows
         .iter()
         .filter(|r| r["same"].as_bool() != Some(true))
@@ -337,28 +327,26 @@ pub fn diff_json(view: &View, a_id: &str, b_id: &str) -> Result<Value> {
     }))
 }
 
-fn walk_pair(
-    view: &View,
-    key: String,
-    depth: usize,
-    a: Option<RunState>,
-    b: Option<RunState>,
-    rows: &mut Vec<Value>,
-    seen: &mut (HashSet<String>, HashSet<String>),
-) -> Result<()> {
-    rows.push(pair_row(view, &key, depth, a.as_ref(), b.as_ref())?);
-    // A run met twice on one side (a cycle in parent links) is not descended again.
-    let kids = |r: &Option<RunState>, seen: &mut HashSet<String>| -> Result<Vec<RunState>> {
-        match r {
-            Some(r) if seen.insert(r.run_id.clone()) => Ok(view.children(&r.run_id)?),
-            _ => Ok(Vec::new()),
-        }
-    };
-    let (ka, kb) = (kids(&a, &mut seen.0)?, kids(&b, &mut seen.1)?);
-    for (k, ca, cb) in match_runs(ka, kb) {
-        walk_pair(view, k, depth + 1, ca, cb, rows, seen)?;
+/// One row per matched pair of runs, depth first from the roots. A stack, not recursion: a
+/// chain of 50,000 steps is 50,000 levels deep.
+fn walk_pairs(view: &View, a: RunState, b: RunState) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    let mut seen = (HashSet::new(), HashSet::new());
+    let mut stack = vec![("root".to_string(), 0usize, Some(a), Some(b))];
+    while let Some((key, depth, a, b)) = stack.pop() {
+        rows.push(pair_row(view, &key, depth, a.as_ref(), b.as_ref())?);
+        // A run met twice on one side (a cycle in parent links) is not descended again.
+        let kids = |r: &Option<RunState>, seen: &mut HashSet<String>| -> Result<Vec<RunState>> {
+            match r {
+                Some(r) if seen.insert(r.run_id.clone()) => Ok(view.children(&r.run_id)?),
+                _ => Ok(Vec::new()),
+            }
+        };
+        let (ka, kb) = (kids(&a, &mut seen.0)?, kids(&b, &mut seen.1)?);
+        let pairs = match_runs(ka, kb).into_iter().rev();
+        stack.extend(pairs.map(|(k, ca, cb)| (k, depth + 1, ca, cb)));
     }
-    Ok(())
+    Ok(rows)
 }
 
 #[cfg(test)]

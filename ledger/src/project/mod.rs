@@ -16,4 +16,4 @@ pub use out::{to_value, NodeSummary, RunOut, ShowAnswer, StateAnswer, TreeAnswer
 pub use projector::{applied, catch_up, catch_up_in_steps, rebuild, rebuild_in_spans, SPAN_EVENTS};
 pub use run::{RunState, Status};
 pub use tables::CHECKPOINT_EVERY;
-pub use view::{DocChangeRow, RunFilter, View};
+pub use view::{DocChangeRow, RunFilter, View, TREE_DEPTH};

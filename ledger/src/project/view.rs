@@ -62,6 +62,13 @@ fn stored_ids(seq: u64, bytes: &[u8]) -> Result<Vec<&str>> {
     })
 }
 
+/// Levels a tree answer goes down at most, whatever `--depth` says: runs below are counted in
+/// `more_children` of the last level shown, and `tree` on one of them goes on from there.
+/// Building, writing and freeing the nested answer take a call per level (a chain of 50,000
+/// steps overflowed the stack), and at 60 levels its JSON nests ~121 deep, which common
+/// parsers accept (serde_json's limit is 128).
+pub const TREE_DEPTH: usize = 60;
+
 /// Filters of `runs`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -421,6 +428,7 @@ impl View {
         };
         let mut seen = HashSet::new();
         let mut cycle = false;
+        let depth = Some(depth.map_or(TREE_DEPTH, |d| d.min(TREE_DEPTH)));
         let root = self.tree_node(r, depth, &mut seen, &mut cycle)?;
         Ok(TreeAnswer { root, cycle })
     }
