@@ -2022,6 +2022,21 @@ fn errors_are_one_clear_line() {
     let out = l.cmd(&["ingest", "/nonexistent/events.ndjson"]).run();
     assert_eq!(out.code, 2, "{out:?}");
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    // An export directory that cannot be made: the error names it (it said only "Not a
+    // directory (os error 20)").
+    l.ingest_lines(&[format!(
+        r#"{{"type":"run.cancelled","run_id":"r","ts":{T}}}"#
+    )]);
+    let file = l.write("plain", "not a directory");
+    let dir = file.join("export");
+    let out = l.cmd(&["export", "--out"]).arg(&dir).run();
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&*dir.to_string_lossy()),
+        "names the directory: {}",
+        out.stderr
+    );
 }
 
 #[test]

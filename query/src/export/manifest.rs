@@ -101,7 +101,7 @@ impl Manifest {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(super::at(&path)(e)),
         };
         let m: Manifest = serde_json::from_str(&text).map_err(|e| {
             Error::Invalid(format!("{} is not an export manifest: {e}", path.display()))
@@ -121,8 +121,9 @@ impl Manifest {
         let tmp = dir.join(".manifest.json.tmp");
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
-        std::fs::write(&tmp, text + "\n")?;
-        std::fs::rename(&tmp, dir.join("manifest.json"))?;
+        std::fs::write(&tmp, text + "\n").map_err(super::at(&tmp))?;
+        let path = dir.join("manifest.json");
+        std::fs::rename(&tmp, &path).map_err(super::at(&path))?;
         Ok(())
     }
 

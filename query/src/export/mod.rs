@@ -17,6 +17,18 @@
 //! `since_ms`/`until_ms` keep only rows whose time (the partition time above) is in the range;
 //! the manifest's seq still advances to the export's last seq.
 
+/// An I/O error naming the file or directory it happened on (a bare "No such file or
+/// directory" said neither which nor where).
+fn at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| {
+        ledger::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+        .into()
+    }
+}
+
 pub mod manifest;
 pub mod parquet;
 pub mod table;
@@ -66,7 +78,7 @@ impl ExportOptions {
 /// I/O errors; [`Error::BadQuery`] when the directory holds an export in another format.
 pub fn export(ledger: &Ledger, opts: &ExportOptions) -> Result<Value> {
     let view = ledger.view(None)?;
-    std::fs::create_dir_all(&opts.out)?;
+    std::fs::create_dir_all(&opts.out).map_err(at(&opts.out))?;
     let mut manifest = match Manifest::load(&opts.out)? {
         Some(m) if m.format != opts.format.as_str() => {
             return Err(Error::BadQuery(format!(

@@ -136,9 +136,9 @@ impl Worker {
             self.format.ext()
         );
         let d = self.dir.join(&rel_dir);
-        std::fs::create_dir_all(&d)?;
+        std::fs::create_dir_all(&d).map_err(super::at(&d))?;
         let tmp = d.join(format!(".{name}.tmp"));
-        let file = File::create(&tmp)?;
+        let file = File::create(&tmp).map_err(super::at(&tmp))?;
         let writer: Box<dyn PartWriter> = match self.format {
             Format::Parquet => Box::new(ParquetPart::create(self.table, file)?),
             Format::Ndjson => Box::new(TextPart::new(self.table, file, false)?),
@@ -187,10 +187,12 @@ impl Worker {
 
     fn complete(&mut self, day: String, f: OpenFile) -> Result<()> {
         f.writer.finish()?;
-        std::fs::rename(&f.tmp, &f.path)?;
+        std::fs::rename(&f.tmp, &f.path).map_err(super::at(&f.path))?;
         self.done.push(FileEntry {
             table: self.table.name.to_owned(),
-            bytes: std::fs::metadata(&f.path)?.len(),
+            bytes: std::fs::metadata(&f.path)
+                .map_err(super::at(&f.path))?
+                .len(),
             path: f.rel,
             date: day,
             rows: f.rows,
