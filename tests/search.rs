@@ -726,6 +726,25 @@ fn answers(l: &ledger::Ledger) -> Vec<Value> {
         .collect()
 }
 
+/// Ingests `lines`, then catches the projections and the index up, the index committing every
+/// `batch_events` events.
+fn ingest_and_index(l: &ledger::Ledger, lines: &[String], batch_events: u64) {
+    let text = lines.join("\n") + "\n";
+    ledger::ingest::ingest_reader(
+        l,
+        text.as_bytes(),
+        &ledger::ingest::IngestOptions::default(),
+        &mut ledger::ingest::NoSink,
+    )
+    .expect("ingest");
+    ledger::project::catch_up(l, &mut |_, _| {}).expect("projections");
+    let opts = query::search::CatchUpOptions {
+        batch_events,
+        crash_after_batches: None,
+    };
+    query::search::catch_up_with(l, &opts).expect("index");
+}
+
 #[test]
 fn search_incremental_index_equals_a_rebuilt_one() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -739,24 +758,7 @@ fn search_incremental_index_equals_a_rebuilt_one() {
     let mut i = 0;
     while at < lines.len() {
         let n = sizes[i % sizes.len()].min(lines.len() - at);
-        let mut text = String::new();
-        for line in &lines[at..at + n] {
-            text.push_str(line);
-            text.push('\n');
-        }
-        ledger::ingest::ingest_reader(
-            &l,
-            text.as_bytes(),
-            &ledger::ingest::IngestOptions::default(),
-            &mut ledger::ingest::NoSink,
-        )
-        .expect("ingest");
-        ledger::project::catch_up(&l, &mut |_, _| {}).expect("projections");
-        let opts = query::search::CatchUpOptions {
-            batch_events: 1 + (i as u64 * 7) % 50,
-            crash_after_batches: None,
-        };
-        query::search::catch_up_with(&l, &opts).expect("index");
+        ingest_and_index(&l, &lines[at..at + n], 1 + (i as u64 * 7) % 50);
         at += n;
         i += 1;
     }
@@ -776,22 +778,9 @@ fn search_rebuild_waits_for_merges_in_flight() {
     let lines = ledger::workload::ndjson_lines(&ledger::workload::WorkloadConfig::new(11, 30));
     let rounds = 6;
     for (round, part) in lines.chunks(lines.len().div_ceil(rounds)).enumerate() {
-        let text = part.join("\n") + "\n";
-        ledger::ingest::ingest_reader(
-            &l,
-            text.as_bytes(),
-            &ledger::ingest::IngestOptions::default(),
-            &mut ledger::ingest::NoSink,
-        )
-        .expect("ingest");
-        ledger::project::catch_up(&l, &mut |_, _| {}).expect("projections");
         // A commit per few events: dozens of segments, whose merges still run as the rebuild
         // starts.
-        let opts = query::search::CatchUpOptions {
-            batch_events: 3,
-            crash_after_batches: None,
-        };
-        query::search::catch_up_with(&l, &opts).expect("index");
+        ingest_and_index(&l, part, 3);
         if let Err(e) = query::search::rebuild(&l) {
             panic!("rebuild in round {round}: {e}");
         }

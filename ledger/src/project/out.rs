@@ -129,10 +129,12 @@ impl Serialize for StateAnswer {
 }
 
 /// `v` as a `serde_json::Value` (for the human output and callers that edit the answer).
-/// Written as text first: stored payloads go out as their text, and [`crate::json::value_of`]
-/// reads a payload at any depth, where `serde_json::to_value` failed the whole answer on one
-/// nested deeper than 128 levels.
+/// `serde_json::to_value` fails on a stored payload nested deeper than 128 levels; such an
+/// answer is written as text and read back by [`crate::json::value_of`], which reads any depth.
 pub fn to_value(v: &impl Serialize) -> Result<serde_json::Value> {
+    if let Ok(value) = serde_json::to_value(v) {
+        return Ok(value);
+    }
     let failed =
         |e: &dyn std::fmt::Display| Error::Storage(format!("answer does not serialise: {e}"));
     let text = serde_json::to_string(v).map_err(|e| failed(&e))?;

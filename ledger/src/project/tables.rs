@@ -137,8 +137,6 @@ mod tests {
 
     use super::*;
 
-    /// The borrowed twin encodes to the owned record's bytes (strings longer than the 8 bytes
-    /// kept inline, so their order shows).
     #[test]
     fn id_lists_round_trip_whatever_the_ids_hold() {
         let ids = ["a\nb", "c\r", "", "x\u{0}y", "é"];
@@ -149,6 +147,8 @@ mod tests {
         assert_eq!(decode_ids(&[1, 0, 0, 0, 0xff]), None);
     }
 
+    /// The borrowed twin encodes to the owned record's bytes (strings longer than the 8 bytes
+    /// kept inline, so their order shows).
     #[test]
     fn borrowed_doc_record_encodes_as_the_owned_one() {
         let owned = DocRecord {
