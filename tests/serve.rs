@@ -354,6 +354,21 @@ fn health_queries_and_graceful_stop() {
     assert_eq!(code, 404);
     let (code, _) = s.get("/v1/runs?status=bogus");
     assert_eq!(code, 400);
+    // A path that is not UTF-8 is answered in JSON like every other bad request.
+    for path in [
+        "/v1/runs/%FF",
+        "/v1/runs/%FF/tree",
+        "/v1/runs/%FF/events",
+        "/v1/runs/%FF/effects",
+        "/v1/docs/%FF/x/trace",
+    ] {
+        let (code, err) = s.get(path);
+        assert_eq!(code, 400, "{path}: {err}");
+        assert!(
+            err["error"].as_str().is_some_and(|e| e.contains("UTF-8")),
+            "{path}: {err}"
+        );
+    }
     let (code, found) = s.get("/v1/search?q=Follow");
     assert_eq!(code, 200, "{found}");
     assert!(found["total"].as_u64() >= Some(1), "{found}");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware;
@@ -423,6 +423,12 @@ where
     .await
 }
 
+/// A path parameter, or the `{"error"}` answer every other bad request gets (axum's own
+/// rejection is plain text: `/v1/runs/%FF` said "Invalid URL: Invalid UTF-8 in `id`").
+fn path_of<T>(p: Result<Path<T>, PathRejection>) -> Result<T, String> {
+    p.map(|Path(v)| v).map_err(|e| e.body_text())
+}
+
 macro_rules! tri {
     ($e:expr) => {
         match $e {
@@ -434,18 +440,20 @@ macro_rules! tri {
 
 async fn show(
     State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Query(q): Query<Params>,
 ) -> Response {
+    let id = tri!(path_of(id));
     let at = tri!(param_at(&q));
     answer(st, at, move |v| v.show(&id)).await
 }
 
 async fn tree(
     State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Query(q): Query<Params>,
 ) -> Response {
+    let id = tri!(path_of(id));
     let at = tri!(param_at(&q));
     let depth = tri!(param_u64(&q, "depth")).map(|d| usize::try_from(d).unwrap_or(usize::MAX));
     answer(st, at, move |v| v.tree(&id, depth)).await
@@ -453,9 +461,10 @@ async fn tree(
 
 async fn run_events(
     State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Query(q): Query<Params>,
 ) -> Response {
+    let id = tri!(path_of(id));
     let at = tri!(param_at(&q));
     answer(st, at, move |v| {
         let seqs = v.run_event_seqs(&id)?;
@@ -478,9 +487,10 @@ async fn run_events(
 
 async fn effects(
     State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     Query(q): Query<Params>,
 ) -> Response {
+    let id = tri!(path_of(id));
     let at = tri!(param_at(&q));
     let whole_tree = tri!(param_bool(&q, "tree"));
     answer(st, at, move |v| v.effects_json(&id, whole_tree)).await
@@ -488,9 +498,10 @@ async fn effects(
 
 async fn trace(
     State(st): State<Arc<AppState>>,
-    Path((doctype, name)): Path<(String, String)>,
+    names: Result<Path<(String, String)>, PathRejection>,
     Query(q): Query<Params>,
 ) -> Response {
+    let (doctype, name) = tri!(path_of(names));
     let at = tri!(param_at(&q));
     answer(st, at, move |v| v.trace_json(&doctype, &name)).await
 }
