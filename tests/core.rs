@@ -1043,9 +1043,17 @@ fn trace_follows_a_record_across_delete_and_recreate() {
     assert_eq!(t8["created_by"]["template"], "WT-A");
     assert_eq!(t8["last_modified_by"]["root_run"], "wf-B");
 
-    // A record that never existed: exit 1. Before its creation: exit 1.
-    assert_eq!(l.cmd(&["trace", "Task", "Y"]).json().0, 1);
-    assert_eq!(l.cmd(&["trace", "Task", "X", "--at", "2"]).json().0, 1);
+    // A record that never existed: exit 1, naming doctype and name each quoted (a doctype may
+    // hold spaces). Before its creation: exit 1.
+    let (code, _, err) = l.cmd(&["trace", "Workflow Template", "Y"]).json();
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim(),
+        r#"runledger: no record "Y" of doctype "Workflow Template" in this ledger"#
+    );
+    let (code, _, err) = l.cmd(&["trace", "Task", "X", "--at", "2"]).json();
+    assert_eq!(code, 1);
+    assert!(err.contains(r#"no record "X" of doctype "Task" as of seq 2"#), "{err}");
 
     // effects
     let e = l.ok(&["effects", "c-1"]);

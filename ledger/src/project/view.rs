@@ -357,10 +357,15 @@ impl View {
     }
 
     fn not_found(&self, what: &str, id: &str) -> String {
+        self.no(&format!("{what} {id:?}"))
+    }
+
+    /// "no `what`" as of this view.
+    fn no(&self, what: &str) -> String {
         if self.at < self.applied {
-            format!("no {what} {id:?} as of seq {}", self.at)
+            format!("no {what} as of seq {}", self.at)
         } else {
-            format!("no {what} {id:?} in this ledger")
+            format!("no {what} in this ledger")
         }
     }
 
@@ -532,7 +537,8 @@ impl View {
         let history = self.doc_history(doctype, name)?;
         if history.is_empty() {
             return Err(Error::NotFound(
-                self.not_found("record", &format!("{doctype} {name}")),
+                // Each quoted: a doctype may hold spaces ("Workflow Template").
+                self.no(&format!("record {name:?} of doctype {doctype:?}")),
             ));
         }
         let deleted = history.last().is_some_and(|h| h.kind == "deleted");
