@@ -1053,7 +1053,10 @@ fn trace_follows_a_record_across_delete_and_recreate() {
     );
     let (code, _, err) = l.cmd(&["trace", "Task", "X", "--at", "2"]).json();
     assert_eq!(code, 1);
-    assert!(err.contains(r#"no record "X" of doctype "Task" as of seq 2"#), "{err}");
+    assert!(
+        err.contains(r#"no record "X" of doctype "Task" as of seq 2"#),
+        "{err}"
+    );
 
     // effects
     let e = l.ok(&["effects", "c-1"]);
@@ -1911,6 +1914,17 @@ fn human_output_escapes_control_characters_from_events() {
         .contains(r"r\u{1b}[2J\u{1b}]0;title\u{7}\nfake"));
     assert_eq!(l.ok(&["show", run])["run_id"], run);
     assert_eq!(l.ok(&["show", run])["owner"], "o\u{1b}[8m");
+
+    // The escaped id takes its columns: the next column starts under its heading.
+    l.ingest_lines(&[format!(
+        r#"{{"type":"run.started","id":"e4","ts":{},"run_id":"a\u0007b","run":{{"operation":"chat"}}}}"#,
+        T + 3
+    )]);
+    let out = l.cmd(&["runs", "--operation", "chat"]).run().stdout;
+    let mut lines = out.lines();
+    let (head, row) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    assert!(row.starts_with(r"a\u{7}b "), "{out}");
+    assert_eq!(head.find("OPERATION"), row.find("chat"), "{out}");
 }
 
 /// Regression: a file that starts with a UTF-8 byte order mark (as editors on Windows write)

@@ -8,15 +8,39 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
-/// A status with its mark, coloured on a terminal.
-pub fn status(st: &str) -> String {
-    let (mark, code) = match st {
+/// `text` as a table cell at least `width` characters wide: escaped as [`out_line`] escapes it,
+/// then padded (`{:<width}` pads first, so the escaping of an id's control characters shifted
+/// every column after it).
+pub fn cell(text: &str, width: usize) -> String {
+    let safe = crate::ctx::terminal_safe(text, false);
+    format!("{safe:<width$}")
+}
+
+/// [`status`] as a cell `width` characters wide: padded before it is coloured (the colour codes
+/// take no columns on the terminal, but `{:<width}` counts them).
+pub fn status_cell(st: &str, width: usize) -> String {
+    let (mark, code) = status_mark(st);
+    let text = cell(&format!("{mark} {st}"), width);
+    if color() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text
+    }
+}
+
+fn status_mark(st: &str) -> (&'static str, &'static str) {
+    match st {
         "completed" => ("✓", "32"),
         "failed" => ("✗", "31"),
         "cancelled" => ("⊘", "33"),
         "waiting" => ("⏸", "36"),
         _ => ("…", "34"),
-    };
+    }
+}
+
+/// A status with its mark, coloured on a terminal.
+pub fn status(st: &str) -> String {
+    let (mark, code) = status_mark(st);
     if color() {
         format!("\x1b[{code}m{mark} {st}\x1b[0m")
     } else {
@@ -98,11 +122,11 @@ pub fn runs(v: &Value) -> anyhow::Result<()> {
     ))?;
     for r in runs {
         out_line(&format!(
-            "{:<28} {:<12} {:<18} {:<14} {:<24} {:>9}",
-            s(&r["run_id"]),
-            s(&r["operation"]),
-            s(&r["doctype"]),
-            status(s(&r["status"])),
+            "{} {} {} {} {:<24} {:>9}",
+            cell(s(&r["run_id"]), 28),
+            cell(s(&r["operation"]), 12),
+            cell(s(&r["doctype"]), 18),
+            status_cell(s(&r["status"]), 14),
             s(&r["started_at"]),
             duration(&r["duration_ms"])
         ))?;

@@ -120,11 +120,11 @@ fn print_human(v: &Value) -> anyhow::Result<()> {
     ))?;
     for h in hits {
         out_line(&format!(
-            "{:<14} {:<26} {:<12} {:<18} {:>6.2}",
-            human::status(s(&h["status"])),
-            s(&h["run_id"]),
-            s(&h["operation"]),
-            s(&h["doctype"]),
+            "{} {} {} {} {:>6.2}",
+            human::status_cell(s(&h["status"]), 14),
+            human::cell(s(&h["run_id"]), 26),
+            human::cell(s(&h["operation"]), 12),
+            human::cell(s(&h["doctype"]), 18),
             h["score"].as_f64().unwrap_or(0.0),
         ))?;
         let line = snippet_line(h);

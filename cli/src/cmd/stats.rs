@@ -103,8 +103,8 @@ fn print_groups(v: &Value) -> anyhow::Result<()> {
     ))?;
     for g in list(&v["groups"]) {
         out_line(&format!(
-            "{:<28} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            s(&g["key"]),
+            "{} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            human::cell(&s(&g["key"]), 28),
             s(&g["runs"]),
             s(&g["completed"]),
             s(&g["failed"]),
@@ -128,11 +128,11 @@ fn print_slowest(v: &Value) -> anyhow::Result<()> {
     ))?;
     for r in list(&v["slowest"]) {
         out_line(&format!(
-            "{:<28} {:<12} {:<18} {:<14} {:>9}",
-            s(&r["run_id"]),
-            s(&r["operation"]),
-            s(&r["doctype"]),
-            human::status(r["status"].as_str().unwrap_or("")),
+            "{} {} {} {} {:>9}",
+            human::cell(&s(&r["run_id"]), 28),
+            human::cell(&s(&r["operation"]), 12),
+            human::cell(&s(&r["doctype"]), 18),
+            human::status_cell(r["status"].as_str().unwrap_or(""), 14),
             human::duration(&r["duration_ms"]),
         ))?;
     }
@@ -143,9 +143,9 @@ fn print_errors(v: &Value) -> anyhow::Result<()> {
     out_line(&format!("{:>6}  {:<28}  MESSAGE", "COUNT", "EXAMPLE RUN"))?;
     for e in list(&v["errors"]) {
         out_line(&format!(
-            "{:>6}  {:<28}  {}",
+            "{:>6}  {}  {}",
             s(&e["count"]),
-            s(&e["example_run_id"]),
+            human::cell(&s(&e["example_run_id"]), 28),
             s(&e["message"])
         ))?;
     }
@@ -167,8 +167,8 @@ fn print_steps(v: &Value) -> anyhow::Result<()> {
     ))?;
     for st in list(&v["steps"]) {
         out_line(&format!(
-            "{:<24} {:>6} {:>9} {:>9} {:>9} {:>7}",
-            s(&st["step_id"]),
+            "{} {:>6} {:>9} {:>9} {:>9} {:>7}",
+            human::cell(&s(&st["step_id"]), 24),
             s(&st["runs"]),
             human::duration(&st["p50_ms"]),
             human::duration(&st["p95_ms"]),
