@@ -2239,3 +2239,103 @@ fn verify_detects_reordering_and_removal_even_when_the_chain_is_recomputed() {
         "without the auditor's head, a full re-chain passes"
     );
 }
+
+/// Makes files and directories unwritable, even for root where it can (`chattr +i`: root
+/// ignores permission bits), and undoes it on drop so the temp dir can be removed.
+struct Unwritable(Vec<std::path::PathBuf>);
+
+impl Unwritable {
+    /// `None` when this machine cannot make them unwritable for this user.
+    fn make(paths: Vec<std::path::PathBuf>) -> Option<Unwritable> {
+        use std::os::unix::fs::PermissionsExt;
+        for p in &paths {
+            let mode = if p.is_dir() { 0o555 } else { 0o444 };
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).ok()?;
+        }
+        let guard = Unwritable(paths);
+        if !guard.writable() {
+            return Some(guard);
+        }
+        let chattr = |p: &std::path::Path| {
+            std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(p)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        (guard.0.iter().all(|p| chattr(p)) && !guard.writable()).then_some(guard)
+    }
+
+    fn writable(&self) -> bool {
+        self.0
+            .iter()
+            .filter(|p| p.is_file())
+            .any(|p| std::fs::OpenOptions::new().append(true).open(p).is_ok())
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        for p in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(p)
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+/// A ledger whose files cannot be written (an audit copy on read-only media) is still read,
+/// searched and verified; what would write says so; projections behind the log are named.
+/// Regression: every command failed with "Read-only file system (os error 30)".
+#[test]
+fn a_ledger_that_cannot_be_written_is_read_and_verified() {
+    let l = Ledger::new();
+    let started = |k: i64| {
+        format!(
+            r#"{{"type":"run.started","id":"s{k}","ts":{},"run_id":"r-{k}","run":{{"operation":"summarize","input":{{"text":"quarterly invoice {k}"}}}}}}"#,
+            T + k
+        )
+    };
+    l.ingest_lines(&[started(1), started(2)]);
+    // Projections as of seq 2, kept aside; then the log moves on to seq 3.
+    let proj = l.path("ledger.db.proj");
+    std::fs::copy(&proj, l.path("old.proj")).expect("copying the projections");
+    l.ingest_lines(&[started(3)]);
+    let head = l.ok(&["verify"])["head"].clone();
+    std::fs::rename(l.path("old.proj"), &proj).expect("restoring the older projections");
+    let search_dir = l.path("ledger.db.search");
+    let mut paths = vec![l.db.clone(), proj.clone(), search_dir.clone()];
+    for entry in std::fs::read_dir(&search_dir).expect("index dir") {
+        paths.push(entry.expect("entry").path());
+    }
+    paths.push(l.dir.path().to_path_buf());
+    let Some(_unwritable) = Unwritable::make(paths) else {
+        eprintln!("skipped: this machine cannot make files unwritable for this user");
+        return;
+    };
+
+    let verified = l.ok(&["verify"]);
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(verified["head"], head);
+    let (code, runs, err) = l.cmd(&["runs"]).json();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        runs["total"], 2,
+        "answers as of the projections' seq 2: {runs}"
+    );
+    assert!(
+        err.contains("projections stay at seq 2 of the log's 3"),
+        "{err}"
+    );
+    let found = l.ok(&["search", "invoice"]);
+    assert_eq!(found["total"], 3, "{found}");
+    assert_eq!(l.ok(&["show", "r-1"])["operation"], "summarize");
+    let (code, _, err) = l.cmd(&["rebuild"]).json();
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be written here"), "{err}");
+    assert!(err.contains("writable copy"), "{err}");
+}

@@ -69,6 +69,18 @@ impl Ctx {
 pub fn catch_up(ledger: &Ledger) -> anyhow::Result<()> {
     if ledger.is_writable() {
         query::catch_up(ledger).context("bringing projections up to date")?;
+    } else if let Some(why) = ledger.cannot_write() {
+        // Nobody will bring them up to date: say that the answers are as of an earlier seq.
+        let head = ledger.head()?.seq;
+        let applied = ledger::project::applied(ledger)?;
+        if applied < head {
+            let note = format!(
+                "runledger: warning: {}: {why}, so its projections stay at seq {applied} of the \
+                 log's {head}: answers are as of seq {applied}",
+                ledger.path().display()
+            );
+            eprintln!("{}", terminal_safe(&note, false));
+        }
     }
     Ok(())
 }

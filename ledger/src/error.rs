@@ -22,6 +22,10 @@ pub enum Error {
          events to that server, or wait until the other process ends"
     )]
     Busy { path: PathBuf },
+    /// The ledger was opened read-only for want of write access (a read-only file system, no
+    /// permission), and a command needed to write it.
+    #[error("{path}: cannot be written here ({why}); this needs a writable copy of the ledger")]
+    ReadOnly { path: PathBuf, why: String },
     #[error("{path}: not a runledger database ({why})")]
     NotALedger { path: PathBuf, why: String },
     #[error("corrupt log at seq {seq}: {why}")]

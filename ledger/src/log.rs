@@ -77,14 +77,11 @@ impl Db {
         })
     }
 
-    /// The database for writing; [`Error::Busy`] (naming the ledger at `path`) when another
-    /// process has it.
-    pub(crate) fn writable(&self, path: &Path) -> Result<&redb::Database> {
+    /// The database for writing, when this handle may write.
+    pub(crate) fn writable(&self) -> Option<&redb::Database> {
         match self {
-            Db::Write(d) => Ok(d),
-            Db::Read(_) => Err(Error::Busy {
-                path: path.to_path_buf(),
-            }),
+            Db::Write(d) => Some(d),
+            Db::Read(_) => None,
         }
     }
 }
@@ -107,6 +104,10 @@ pub struct Ledger {
     pub(crate) id_index: Mutex<Option<IdIndex>>,
     /// Serialises projection catch-ups in this process (each plans from a snapshot).
     pub(crate) projector: Mutex<()>,
+    /// Set when the files could not be opened for writing (a read-only file system, or no
+    /// permission to write them): the ledger is read as it is, and nothing brings its
+    /// projections up to date.
+    cannot_write: Option<String>,
 }
 
 fn builder(cache_bytes: usize) -> redb::Builder {
@@ -143,24 +144,66 @@ impl Ledger {
                 path.display()
             )));
         }
-        match builder(LOG_CACHE_BYTES).open(&path) {
+        let opened = builder(LOG_CACHE_BYTES).open(&path);
+        let cannot_write = match &opened {
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => not_writable(e),
+            _ => None,
+        };
+        match opened {
             Ok(db) => {
                 let proj = open_projections(&path)?;
                 Ledger::with_db(Db::Write(db), proj, path)
             }
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                let db = builder(LOG_CACHE_BYTES)
-                    .open_read_only(&path)
-                    .map_err(|e| open_error(&path, e))?;
-                // The writing process created the projections file when it opened the log.
-                let proj_path = projections_path(&path);
-                let proj = builder(PROJECTIONS_CACHE_BYTES)
-                    .open_read_only(&proj_path)
-                    .map_err(|e| open_error(&proj_path, e))?;
-                Ledger::with_db(Db::Read(db), Db::Read(proj), path)
-            }
+            // Read-only beside the process writing it, which keeps the projections current.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Ledger::read_only(path, None),
+            // An audit copy on read-only media, say: it can still be read and verified.
+            Err(_) if cannot_write.is_some() => Ledger::read_only(path, cannot_write),
             Err(e) => Err(open_error(&path, e)),
         }
+    }
+
+    fn read_only(path: PathBuf, cannot_write: Option<String>) -> Result<Ledger> {
+        let db = builder(LOG_CACHE_BYTES)
+            .open_read_only(&path)
+            .map_err(|e| open_error(&path, e))?;
+        // Whoever wrote the log created the projections file when it opened it.
+        let proj_path = projections_path(&path);
+        if !proj_path.exists() {
+            return Err(Error::Storage(format!(
+                "{}: no projections file beside the log, and it cannot be created here ({}); \
+                 copy it with the log, or run `runledger rebuild` on a writable copy",
+                proj_path.display(),
+                cannot_write
+                    .as_deref()
+                    .unwrap_or("another process writes this ledger"),
+            )));
+        }
+        let proj = builder(PROJECTIONS_CACHE_BYTES)
+            .open_read_only(&proj_path)
+            .map_err(|e| open_error(&proj_path, e))?;
+        let mut ledger = Ledger::with_db(Db::Read(db), Db::Read(proj), path)?;
+        ledger.cannot_write = cannot_write;
+        Ok(ledger)
+    }
+
+    /// The error of a write through a read-only handle: [`Error::Busy`] beside another writer,
+    /// else [`Error::ReadOnly`] with why.
+    pub(crate) fn not_writable(&self) -> Error {
+        let path = self.path.clone();
+        match &self.cannot_write {
+            Some(why) => Error::ReadOnly {
+                path,
+                why: why.clone(),
+            },
+            None => Error::Busy { path },
+        }
+    }
+
+    /// Why this handle cannot write the ledger's files when nothing else holds them (a
+    /// read-only file system, no permission); `None` when it can, or when only another process
+    /// writing them keeps it read-only.
+    pub fn cannot_write(&self) -> Option<&str> {
+        self.cannot_write.as_deref()
     }
 
     fn with_db(db: Db, proj: Db, path: PathBuf) -> Result<Ledger> {
@@ -188,6 +231,7 @@ impl Ledger {
             appended: Condvar::new(),
             id_index: Mutex::new(None),
             projector: Mutex::new(()),
+            cannot_write: None,
         };
         let head = ledger.read_head()?;
         *ledger.lock_head() = head;
@@ -204,7 +248,7 @@ impl Ledger {
     }
 
     pub(crate) fn write_db(&self) -> Result<&redb::Database> {
-        self.db.writable(&self.path)
+        self.db.writable().ok_or_else(|| self.not_writable())
     }
 
     /// The projections file as it is now.
@@ -346,6 +390,12 @@ fn open_projections_file(path: &Path, cache_bytes: usize) -> Result<Opened> {
         made.map(|()| Opened::Db(db))
     });
     attempt.unwrap_or(Ok(Opened::Damaged))
+}
+
+/// Why an open for writing failed for want of write access, if it did.
+fn not_writable(e: &std::io::Error) -> Option<String> {
+    use std::io::ErrorKind as K;
+    matches!(e.kind(), K::ReadOnlyFilesystem | K::PermissionDenied).then(|| e.to_string())
 }
 
 /// Whether opening failed on the file's content (rather than on access to it).

@@ -52,7 +52,8 @@ pub fn catch_up_in_steps(
     // A panic elsewhere cannot leave the unit value half-written.
     let _one_projector = ledger.projector.lock().unwrap_or_else(|p| p.into_inner());
     let proj = ledger.proj();
-    catch_up_into(ledger, proj.writable(ledger.path())?, step, progress)
+    let db = proj.writable().ok_or_else(|| ledger.not_writable())?;
+    catch_up_into(ledger, db, step, progress)
 }
 
 /// Rebuilds every projection from the log into a new file beside the projections
@@ -70,7 +71,9 @@ pub fn rebuild_in_spans(
 ) -> Result<u64> {
     let _one_projector = ledger.projector.lock().unwrap_or_else(|p| p.into_inner());
     // Only the process that may write the projections may replace them.
-    ledger.proj().writable(ledger.path())?;
+    if ledger.proj().writable().is_none() {
+        return Err(ledger.not_writable());
+    }
     let fresh_path = rebuilding_path(ledger.path());
     let fresh = create_projections(&fresh_path, REBUILD_CACHE_BYTES)?;
     let applied = catch_up_into(ledger, &fresh, span, progress)?;

@@ -95,7 +95,9 @@ pub(super) fn forget_reader() {
     *lock(&READER) = None;
 }
 
-fn open_searcher(dir: &Path) -> Result<(Index, Searcher)> {
+/// `read_only`: the ledger is on media this process cannot write (see
+/// [`ledger::Ledger::cannot_write`]).
+fn open_searcher(dir: &Path, read_only: bool) -> Result<(Index, Searcher)> {
     let mut slot = lock(&READER);
     if let Some(s) = slot.as_ref() {
         if s.dir == dir && s.reader.reload().is_ok() {
@@ -110,8 +112,14 @@ fn open_searcher(dir: &Path) -> Result<(Index, Searcher)> {
             dir.display()
         )));
     }
-    let index =
-        Index::open_in_dir(dir).map_err(|e| Error::Index(format!("{}: {e}", dir.display())))?;
+    let opened = if read_only {
+        tantivy::directory::MmapDirectory::open(dir)
+            .map_err(tantivy::TantivyError::from)
+            .and_then(|d| Index::open(super::read_only_dir::ReadOnlyDir(d)))
+    } else {
+        Index::open_in_dir(dir)
+    };
+    let index = opened.map_err(|e| Error::Index(format!("{}: {e}", dir.display())))?;
     let (schema, _) = doc::schema();
     if index.schema() != schema {
         return Err(Error::Index(format!(
@@ -339,7 +347,7 @@ fn char_ranges(s: &str, ranges: &[std::ops::Range<usize>]) -> Vec<[usize; 2]> {
 /// [`Error::BadQuery`] for a malformed query; [`Error::Index`] when there is no index.
 pub fn search(ledger: &Ledger, req: &SearchRequest) -> Result<Value> {
     let dir = index_dir(ledger.path());
-    let (index, searcher) = open_searcher(&dir)?;
+    let (index, searcher) = open_searcher(&dir, ledger.cannot_write().is_some())?;
     let (_, fields) = doc::schema();
     let query = parse_query(&index, &fields, &req.query)?;
     let snippet_gen = snippets(&searcher, query.as_ref(), &fields)?;

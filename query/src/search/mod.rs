@@ -31,6 +31,7 @@
 mod answer;
 pub mod doc;
 mod index;
+mod read_only_dir;
 pub mod tokenizer;
 
 pub use answer::{parse_query, search, SearchRequest, SNIPPET_CHARS};
