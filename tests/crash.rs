@@ -555,3 +555,51 @@ fn kill_during_rebuild_keeps_the_old_projections_and_resumes() {
         );
     }
 }
+
+/// A disk that fills during an ingest (here: a file size limit, `ulimit -f`, with `SIGXFSZ`
+/// ignored so writes fail with EFBIG as they would with ENOSPC): the ingest exits 2 naming how
+/// many events it stored before, the ledger verifies with exactly those, and ingesting the same
+/// input again stores the rest, the stored ones skipped as duplicates.
+#[test]
+fn an_ingest_that_runs_out_of_space_says_what_it_stored() {
+    let l = Ledger::new();
+    let lines = workload_lines(seed("out_of_space"), 4_000);
+    let text = join_lines(&lines);
+    assert!(
+        text.len() > 8 << 20,
+        "the input outgrows the limit below: {}",
+        text.len()
+    );
+    let file = l.write("workload.ndjson", &text);
+    let limited = std::process::Command::new("sh")
+        .arg("-c")
+        // 8,192 blocks of 512 bytes: 4 MiB per file.
+        .arg(r#"ulimit -f 8192 && trap "" XFSZ && exec "$0" "$@""#)
+        .arg(crate::common::BIN)
+        .arg("--db")
+        .arg(&l.db)
+        .arg("ingest")
+        .arg(&file)
+        .output()
+        .expect("running the limited ingest");
+    let err = String::from_utf8_lossy(&limited.stderr);
+    assert_eq!(limited.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let stored: u64 = err
+        .split_once("ingest stopped after ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stored count in: {err}"));
+    assert!(stored > 0, "some chunks fit: {err}");
+    assert!(err.contains(&format!("as seq 1..{stored}")), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert_eq!(assert_verifies(&l, "after the failed ingest"), stored);
+
+    let (code, again, err) = l.cmd(&["ingest"]).arg(&file).json();
+    assert_eq!(code, 0, "{err}");
+    let (ids, n) = stored_ids(&l);
+    let all: BTreeSet<String> = lines.iter().filter_map(|s| id_of(s)).collect();
+    assert_eq!(ids, all);
+    assert_eq!(again["accepted"].as_u64(), Some(n - stored), "{again}");
+    assert_verifies(&l, "after ingesting again");
+}

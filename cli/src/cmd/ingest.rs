@@ -32,6 +32,8 @@ pub struct Args {
 struct Sink {
     rejects: Option<BufWriter<File>>,
     bar: Option<ProgressBar>,
+    /// What is stored so far (as of the last commit).
+    stored: IngestReport,
 }
 
 impl IngestSink for Sink {
@@ -46,10 +48,11 @@ impl IngestSink for Sink {
         }
         Ok(())
     }
-    fn committed(&mut self, bytes: u64, _report: &IngestReport) -> ledger::Result<()> {
+    fn committed(&mut self, bytes: u64, report: &IngestReport) -> ledger::Result<()> {
         if let Some(b) = &self.bar {
             b.set_position(bytes);
         }
+        self.stored.clone_from(report);
         Ok(())
     }
 }
@@ -85,13 +88,17 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    let mut sink = Sink { rejects, bar };
-    let report = if stdin {
-        ingest_reader(&ledger, std::io::stdin(), &opts, &mut sink)?
+    let mut sink = Sink {
+        rejects,
+        bar,
+        stored: IngestReport::default(),
+    };
+    let ingested = if stdin {
+        ingest_reader(&ledger, std::io::stdin(), &opts, &mut sink)
     } else {
         let f =
             File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
-        ingest_reader(&ledger, f, &opts, &mut sink)?
+        ingest_reader(&ledger, f, &opts, &mut sink)
     };
     if let Some(b) = &sink.bar {
         b.finish_and_clear();
@@ -99,8 +106,25 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(mut w) = sink.rejects.take() {
         w.flush()?;
     }
+    // A failed ingest (a full disk, say) keeps what it committed before: say how much.
+    let report = ingested.map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "ingest stopped after {}; ingesting the same input again stores the rest (what is \
+             stored is skipped as duplicates)",
+            stored(&sink.stored)
+        ))
+    })?;
     if !args.no_wait_indexed {
-        query::catch_up(&ledger).context("catching up projections and index")?;
+        if let Err(e) = query::catch_up(&ledger) {
+            // The events are stored: the report stands, and the next reading command (or
+            // `rebuild`) brings projections and the index up to date.
+            print_report(ctx, &report)?;
+            return Err(anyhow::Error::new(e).context(format!(
+                "{}, but bringing projections and the search index up to date failed (the next \
+                 reading command retries)",
+                stored(&report)
+            )));
+        }
     }
     print_report(ctx, &report)?;
     Ok(if report.rejected > 0 {
@@ -108,6 +132,18 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What a report says is stored, for an error line.
+fn stored(r: &IngestReport) -> String {
+    let range = match (r.first_seq, r.last_seq) {
+        (Some(a), Some(b)) => format!(" as seq {a}..{b}"),
+        _ => String::new(),
+    };
+    format!(
+        "{} events stored{range} ({} duplicates, {} lines rejected)",
+        r.accepted, r.duplicates, r.rejected
+    )
 }
 
 pub fn print_report(ctx: &Ctx, r: &IngestReport) -> anyhow::Result<()> {
