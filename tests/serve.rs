@@ -28,8 +28,27 @@ impl Server {
         cmd.arg("--db")
             .arg(db)
             .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("RUNLEDGER_DB")
+            .args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// [`Self::start`] with every file it writes limited to `blocks` × 512 bytes (`ulimit -f`,
+    /// `SIGXFSZ` ignored): past it a write fails as on a full disk.
+    fn start_limited(db: &Path, blocks: u64) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                r#"ulimit -f {blocks} && trap "" XFSZ && exec "$0" "$@""#
+            ))
+            .arg(BIN)
+            .arg("--db")
+            .arg(db)
+            .args(["serve", "--addr", "127.0.0.1:0"]);
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Server {
+        cmd.env_remove("RUNLEDGER_DB")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -103,6 +122,24 @@ impl Server {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "serve did not stop on SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (at most 30 s) for the server to exit on its own: its exit code and its stderr.
+    fn wait_exit_code(mut self) -> (i32, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("waiting") {
+                // The reader thread may still be copying the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return (s.code().unwrap_or(-1), self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "serve did not stop: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -994,5 +1031,69 @@ fn queries_read_their_writes_with_a_long_catch_up_interval() {
             t.elapsed()
         );
     }
+    assert_eq!(s.stop(), 0);
+}
+
+/// The disk fills while serving (a file size limit stands in for it): the server exits 2 with
+/// the reason, and a post that met it answers 503 saying so — instead of answering every later
+/// request with redb's "Previous I/O error" while `/v1/health` said ok. Every acknowledged
+/// event is stored; a restart goes on.
+#[test]
+fn a_full_disk_stops_the_server_with_what_it_stored() {
+    let dir = tempdir();
+    let db = dir.path().join("l.db");
+    let s = Server::start_limited(&db, 8_192); // 4 MiB per file
+    let mut acknowledged = 0u64;
+    for batch in 0..200 {
+        let lines: Vec<String> = (0..2_000)
+            .map(|i| ev_started(&format!("r-{batch}-{i}"), &format!("e-{batch}-{i}")))
+            .collect();
+        let headers = [("Content-Type", "application/x-ndjson")];
+        // The log or the projections fill first: the post answers 503, or the server is gone.
+        let Ok(r) = request(
+            &s.addr,
+            "POST",
+            "/v1/events",
+            &headers,
+            ndjson(&lines).as_bytes(),
+        ) else {
+            break;
+        };
+        let rep = r.json();
+        if r.status != 200 {
+            assert_eq!(r.status, 503, "{rep}");
+            assert!(
+                rep["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("stopping")),
+                "{rep}"
+            );
+            break;
+        }
+        acknowledged = rep["last_seq"].as_u64().expect("last_seq");
+    }
+    assert!(acknowledged > 0, "some batches fit");
+    let exit = s.wait_exit_code();
+    assert_eq!(exit.0, 2, "{}", exit.1);
+    assert!(exit.1.contains("File too large"), "{}", exit.1);
+    assert!(
+        exit.1.contains("Every event acknowledged before is stored"),
+        "{}",
+        exit.1
+    );
+
+    let (code, out) = verify(&db);
+    assert_eq!(code, 0, "{out}");
+    let head = serde_json::from_str::<Value>(&out).expect("verify JSON")["head"]["seq"].as_u64();
+    assert!(
+        head >= Some(acknowledged),
+        "every acknowledged event is stored: {out}"
+    );
+    let s = Server::start(&db, &[]);
+    let (code, rep) = s.post(&ndjson(&[ev_started("r-x", "after")]));
+    assert_eq!(code, 200, "{rep}");
+    assert_eq!(rep["last_seq"].as_u64(), head.map(|h| h + 1));
+    let (code, h) = s.get("/v1/health");
+    assert_eq!((code, &h["ok"]), (200, &json!(true)));
     assert_eq!(s.stop(), 0);
 }

@@ -17,6 +17,10 @@ pub enum Error {
     IoPlain(#[from] std::io::Error),
     #[error("storage: {0}")]
     Storage(String),
+    /// The storage failed to read or write (a full disk, a failing device). redb refuses every
+    /// later operation on that open file: it must be opened again ([`Error::needs_reopen`]).
+    #[error("storage: {0}")]
+    StorageIo(String),
     #[error(
         "{path}: another process is writing this ledger (an ingest, or `runledger serve`); send \
          events to that server, or wait until the other process ends"
@@ -42,6 +46,15 @@ pub enum Error {
     Invalid(String),
 }
 
+impl Error {
+    /// Whether the open ledger can no longer be used: the storage failed, and redb answers
+    /// every later operation on the file with "Previous I/O error occurred" until it is opened
+    /// again.
+    pub fn needs_reopen(&self) -> bool {
+        matches!(self, Error::StorageIo(_))
+    }
+}
+
 /// Result with the ledger's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -49,7 +62,12 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Storage(e.to_string())
+                match redb::Error::from(e) {
+                    e @ (redb::Error::Io(_) | redb::Error::PreviousIo) => {
+                        Error::StorageIo(e.to_string())
+                    }
+                    e => Error::Storage(e.to_string()),
+                }
             }
         }
     )*};

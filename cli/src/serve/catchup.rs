@@ -42,7 +42,11 @@ pub struct Cadence {
 }
 
 impl CatchUp {
-    pub fn start(ledger: Arc<Ledger>, cadence: Cadence) -> anyhow::Result<CatchUp> {
+    pub fn start(
+        ledger: Arc<Ledger>,
+        fatal: Arc<super::fatal::Fatal>,
+        cadence: Cadence,
+    ) -> anyhow::Result<CatchUp> {
         let applied = ledger::project::applied(&ledger).context("reading the projections")?;
         let indexed = query::search::indexed_seq(&ledger)
             .context("reading the search index")?
@@ -61,7 +65,7 @@ impl CatchUp {
             };
             std::thread::Builder::new()
                 .name("runledger-catchup".into())
-                .spawn(move || run(&ledger, &flags, &tx, &index_tx, cadence))
+                .spawn(move || run(&ledger, &flags, &fatal, &tx, &index_tx, cadence))
                 .context("starting the catch-up thread")?
         };
         Ok(CatchUp {
@@ -93,6 +97,12 @@ impl CatchUp {
         Arc::clone(&self.nudge_index)
     }
 
+    /// Stops the thread without a last catch-up.
+    pub fn abandon(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+
     /// Stops the thread and runs a last catch-up to the head.
     pub fn finish(self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
@@ -111,6 +121,7 @@ struct Flags {
 fn run(
     ledger: &Ledger,
     flags: &Flags,
+    fatal: &super::fatal::Fatal,
     tx: &watch::Sender<u64>,
     index_tx: &watch::Sender<u64>,
     cadence: Cadence,
@@ -148,6 +159,10 @@ fn run(
         .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {panic}")));
         match result {
             Ok(()) => failures = 0,
+            Err(e) if super::fatal::needs_reopen(&e) => {
+                fatal.raise(format!("catching up projections failed: {e:#}"));
+                return;
+            }
             Err(e) => {
                 failures += 1;
                 eprintln!("runledger serve: catching up projections failed: {e:#}");

@@ -6,7 +6,8 @@
 //! - [`sse`]: the live tail (`/v1/stream`);
 //! - [`metrics`]: counters and the commit-latency histogram for `/metrics`;
 //! - [`cors`]: `--cors-origin` for browser pages on other origins;
-//! - [`catchup`]: the background thread that keeps projections and the search index current.
+//! - [`catchup`]: the background thread that keeps projections and the search index current;
+//! - [`fatal`]: a storage failure the server stops on.
 //!
 //! Shutdown (SIGINT/SIGTERM): the listener stops accepting, in-flight requests finish (within
 //! [`DRAIN_TIMEOUT`]), live tails end, the writer commits what it was handed, and a last
@@ -15,6 +16,7 @@
 mod auth;
 mod catchup;
 mod cors;
+mod fatal;
 mod metrics;
 mod routes;
 mod sse;
@@ -90,6 +92,8 @@ pub(crate) struct AppState {
     pub max_event_bytes: usize,
     /// Origins allowed by CORS (`*`: any).
     pub cors_origins: Vec<String>,
+    /// Set when the storage failed: the server is stopping.
+    pub fatal: Arc<fatal::Fatal>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
@@ -116,15 +120,21 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(metrics::Metrics::default());
     let (head_tx, head_rx) = watch::channel(head);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let fatal = Arc::new(fatal::Fatal::default());
     let catchup = catchup::CatchUp::start(
         Arc::clone(&ledger),
+        Arc::clone(&fatal),
         catchup::Cadence {
             projections: Duration::from_millis(args.catch_up_interval),
             index: Duration::from_millis(args.index_interval.max(args.catch_up_interval)),
         },
     )?;
-    let (writer, writer_thread) =
-        writer::start(Arc::clone(&ledger), Arc::clone(&metrics), head_tx)?;
+    let (writer, writer_thread) = writer::start(
+        Arc::clone(&ledger),
+        Arc::clone(&metrics),
+        head_tx,
+        Arc::clone(&fatal),
+    )?;
 
     let state = Arc::new(AppState {
         ledger: Arc::clone(&ledger),
@@ -140,6 +150,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         max_body: args.max_body,
         max_event_bytes: args.max_event_bytes,
         cors_origins: args.cors_origin,
+        fatal: Arc::clone(&fatal),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -153,6 +164,14 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 
     // The writer ends once every sender is gone, after committing what it was handed.
     let writer_result = writer_thread.join();
+    if let Some(why) = fatal.why() {
+        // The files must be opened again: a last catch-up would only meet the same failure.
+        catchup.abandon();
+        bail!(
+            "stopped: {why}. Every event acknowledged before is stored; start `runledger serve` \
+             again once the cause is fixed (a full disk: free space)"
+        );
+    }
     let final_catchup = catchup.finish();
     served?;
     match writer_result {
@@ -175,11 +194,15 @@ async fn serve(
     let local = listener.local_addr().context("reading the bound address")?;
     eprintln!("runledger serve: listening on http://{local}");
     let app = routes::router(Arc::clone(&state));
+    let fatal = Arc::clone(&state.fatal);
     drop(state);
 
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
     let shutdown = async move {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = wait_for_signal() => {},
+            _ = fatal.raised() => {},
+        }
         eprintln!("runledger serve: shutting down");
         let _ = shutdown_tx.send(true);
         let _ = signalled_tx.send(true);

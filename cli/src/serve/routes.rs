@@ -195,7 +195,15 @@ async fn ingest(
         };
         match rx.await {
             Ok(Ok(o)) => o,
-            Ok(Err(msg)) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, msg),
+            Ok(Err(msg)) => {
+                // The storage failed and the server is stopping: a retry may go to its restart.
+                let status = if st.fatal.why().is_some() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                return error_response(status, msg);
+            }
             Err(_) => return error_response(StatusCode::SERVICE_UNAVAILABLE, "the writer stopped"),
         }
     };
@@ -584,8 +592,18 @@ async fn stats(State(st): State<Arc<AppState>>, Query(q): Query<Params>) -> Resp
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     let head = *st.head_rx.borrow();
-    let body = json!({"ok": true, "head": {"seq": head.seq, "hash": head.hash_hex()}});
-    (StatusCode::OK, axum::Json(body)).into_response()
+    let head = json!({"seq": head.seq, "hash": head.hash_hex()});
+    match st.fatal.why() {
+        None => (
+            StatusCode::OK,
+            axum::Json(json!({"ok": true, "head": head})),
+        )
+            .into_response(),
+        Some(why) => {
+            let body = json!({"ok": false, "head": head, "error": why});
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        }
+    }
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {

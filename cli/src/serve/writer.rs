@@ -13,6 +13,7 @@ use ledger::encode::EncodedBatch;
 use ledger::{Ledger, Outcome};
 use tokio::sync::{oneshot, watch};
 
+use super::fatal::Fatal;
 use super::metrics::Metrics;
 
 /// Most events gathered into one commit (a single larger request still commits whole).
@@ -47,11 +48,12 @@ pub fn start(
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
     head_tx: watch::Sender<ledger::Head>,
+    fatal: Arc<Fatal>,
 ) -> anyhow::Result<(WriterHandle, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Job>();
     let thread = std::thread::Builder::new()
         .name("runledger-writer".into())
-        .spawn(move || writer_loop(&ledger, &metrics, &head_tx, &rx))
+        .spawn(move || writer_loop(&ledger, &metrics, &head_tx, &fatal, &rx))
         .context("starting the writer thread")?;
     Ok((WriterHandle { tx }, thread))
 }
@@ -60,6 +62,7 @@ fn writer_loop(
     ledger: &Ledger,
     metrics: &Metrics,
     head_tx: &watch::Sender<ledger::Head>,
+    fatal: &Fatal,
     rx: &mpsc::Receiver<Job>,
 ) {
     let mut carry: Option<Job> = None;
@@ -86,7 +89,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        commit(ledger, metrics, head_tx, jobs);
+        commit(ledger, metrics, head_tx, fatal, jobs);
     }
 }
 
@@ -94,6 +97,7 @@ fn commit(
     ledger: &Ledger,
     metrics: &Metrics,
     head_tx: &watch::Sender<ledger::Head>,
+    fatal: &Fatal,
     jobs: Vec<Job>,
 ) {
     let mut all: Option<EncodedBatch> = None;
@@ -133,8 +137,13 @@ fn commit(
         }
         Err(e) => {
             metrics.add_commit_error();
-            let msg = format!("storing the events failed: {e}");
-            eprintln!("runledger serve: {msg}");
+            let mut msg = format!("storing the events failed: {e}");
+            if e.needs_reopen() {
+                fatal.raise(msg.clone());
+                msg.push_str("; the server is stopping");
+            } else {
+                eprintln!("runledger serve: {msg}");
+            }
             for (_, reply) in parts {
                 let _ = reply.send(Err(msg.clone()));
             }
