@@ -603,3 +603,39 @@ fn an_ingest_that_runs_out_of_space_says_what_it_stored() {
     assert_eq!(again["accepted"].as_u64(), Some(n - stored), "{again}");
     assert_verifies(&l, "after ingesting again");
 }
+
+/// A rebuild that runs out of space (a file size limit stands in for a full disk) says so,
+/// leaves the current projections answering, and removes its partial file (which would only
+/// hold on to the space); with room it rebuilds.
+#[test]
+fn a_rebuild_that_runs_out_of_space_keeps_the_projections() {
+    let l = ledger_with_workload(seed("rebuild_out_of_space"), 2_000);
+    let before = l.ok(&["runs", "--limit", "5"]);
+    let proj_bytes = std::fs::metadata(l.path("ledger.db.proj"))
+        .expect("projections")
+        .len();
+    let log_bytes = std::fs::metadata(&l.db).expect("log").len();
+    // Room for the log's reads, not for new projections half as large as the current ones.
+    let blocks = (proj_bytes / 2 / 512).max(64);
+    assert!(blocks * 512 < log_bytes.max(proj_bytes));
+    let limited = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            r#"ulimit -f {blocks} && trap "" XFSZ && exec "$0" "$@""#
+        ))
+        .arg(crate::common::BIN)
+        .arg("--db")
+        .arg(&l.db)
+        .arg("rebuild")
+        .output()
+        .expect("running the limited rebuild");
+    let err = String::from_utf8_lossy(&limited.stderr);
+    assert_eq!(limited.status.code(), Some(2), "{err}");
+    assert!(err.contains("the current ones are unchanged"), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert!(!l.path("ledger.db.proj.rebuild").exists());
+    assert_eq!(l.ok(&["runs", "--limit", "5"]), before);
+    l.ok(&["rebuild"]);
+    assert_eq!(l.ok(&["runs", "--limit", "5"]), before);
+    assert_verifies(&l, "after the rebuild");
+}

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -32,8 +33,9 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         if let Some(b) = &bar {
             b.set_position(done);
         }
-    })?;
-    query::search::rebuild(&ledger)?;
+    })
+    .context("rebuilding the projections (the current ones are unchanged)")?;
+    query::search::rebuild(&ledger).context("rebuilding the search index")?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }

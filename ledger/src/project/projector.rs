@@ -76,7 +76,17 @@ pub fn rebuild_in_spans(
     }
     let fresh_path = rebuilding_path(ledger.path());
     let fresh = create_projections(&fresh_path, REBUILD_CACHE_BYTES)?;
-    let applied = catch_up_into(ledger, &fresh, span, progress)?;
+    let applied = match catch_up_into(ledger, &fresh, span, progress) {
+        Ok(applied) => applied,
+        Err(e) if e.needs_reopen() => {
+            // The storage failed (a full disk): the partial file would only hold on to the
+            // space; a rebuild killed for another reason resumes from it instead.
+            drop(fresh);
+            let _ = std::fs::remove_file(&fresh_path);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     // Closed, to be opened again with the cache queries want.
     drop(fresh);
     let path = projections_path(ledger.path());
