@@ -556,6 +556,23 @@ fn kill_during_rebuild_keeps_the_old_projections_and_resumes() {
     }
 }
 
+/// Runs `runledger --db <db> ARGS` with every file it writes limited to `blocks` × 512 bytes
+/// (`ulimit -f`, `SIGXFSZ` ignored): past it a write fails (EFBIG) as on a full disk.
+fn run_limited(l: &Ledger, blocks: u64, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            r#"ulimit -f {blocks} && trap "" XFSZ && exec "$0" "$@""#
+        ))
+        .arg(crate::common::BIN)
+        .arg("--db")
+        .arg(&l.db)
+        .args(args)
+        .env_remove("RUNLEDGER_DB")
+        .output()
+        .expect("running runledger with a file size limit")
+}
+
 /// A disk that fills during an ingest (here: a file size limit, `ulimit -f`, with `SIGXFSZ`
 /// ignored so writes fail with EFBIG as they would with ENOSPC): the ingest exits 2 naming how
 /// many events it stored before, the ledger verifies with exactly those, and ingesting the same
@@ -571,17 +588,8 @@ fn an_ingest_that_runs_out_of_space_says_what_it_stored() {
         text.len()
     );
     let file = l.write("workload.ndjson", &text);
-    let limited = std::process::Command::new("sh")
-        .arg("-c")
-        // 8,192 blocks of 512 bytes: 4 MiB per file.
-        .arg(r#"ulimit -f 8192 && trap "" XFSZ && exec "$0" "$@""#)
-        .arg(crate::common::BIN)
-        .arg("--db")
-        .arg(&l.db)
-        .arg("ingest")
-        .arg(&file)
-        .output()
-        .expect("running the limited ingest");
+    // 8,192 blocks of 512 bytes: 4 MiB per file.
+    let limited = run_limited(&l, 8_192, &["ingest".as_ref(), file.as_os_str()]);
     let err = String::from_utf8_lossy(&limited.stderr);
     assert_eq!(limited.status.code(), Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -618,17 +626,7 @@ fn a_rebuild_that_runs_out_of_space_keeps_the_projections() {
     // Room for the log's reads, not for new projections half as large as the current ones.
     let blocks = (proj_bytes / 2 / 512).max(64);
     assert!(blocks * 512 < log_bytes.max(proj_bytes));
-    let limited = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            r#"ulimit -f {blocks} && trap "" XFSZ && exec "$0" "$@""#
-        ))
-        .arg(crate::common::BIN)
-        .arg("--db")
-        .arg(&l.db)
-        .arg("rebuild")
-        .output()
-        .expect("running the limited rebuild");
+    let limited = run_limited(&l, blocks, &["rebuild".as_ref()]);
     let err = String::from_utf8_lossy(&limited.stderr);
     assert_eq!(limited.status.code(), Some(2), "{err}");
     assert!(err.contains("the current ones are unchanged"), "{err}");
@@ -638,4 +636,85 @@ fn a_rebuild_that_runs_out_of_space_keeps_the_projections() {
     l.ok(&["rebuild"]);
     assert_eq!(l.ok(&["runs", "--limit", "5"]), before);
     assert_verifies(&l, "after the rebuild");
+}
+
+/// An export that runs out of space names the file and leaves no file behind — neither the
+/// partial one nor those of tables that completed — and no manifest: a glob over the directory
+/// sees only what the manifest lists. With room, the export is whole.
+#[test]
+fn an_export_that_runs_out_of_space_leaves_no_file() {
+    let l = ledger_with_workload(seed("export_out_of_space"), 2_000);
+    for format in ["parquet", "csv", "ndjson"] {
+        let out = l.path(&format!("export-{format}"));
+        let mut args = ["export", "--format", format, "--out"]
+            .map(std::ffi::OsStr::new)
+            .to_vec();
+        args.push(out.as_os_str());
+        // The runs table's file fits; the events table's does not.
+        let limited = run_limited(&l, 1_024, &args);
+        let err = String::from_utf8_lossy(&limited.stderr);
+        assert_eq!(limited.status.code(), Some(2), "{format}: {err}");
+        assert!(err.contains(".tmp: "), "{format}: names the file: {err}");
+        assert!(err.contains("File too large"), "{format}: {err}");
+        let left = walk_files(&out);
+        assert!(left.is_empty(), "{format}: left behind: {left:?}");
+        let done = l.ok(&[
+            "export",
+            "--format",
+            format,
+            "--out",
+            &out.to_string_lossy(),
+        ]);
+        assert!(
+            done["files"].as_array().is_some_and(|f| f.len() >= 3),
+            "{done}"
+        );
+    }
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The reading commands work on a full disk (here no write is allowed at all): opening the
+/// ledger for writing fails, so it is read as it is. Regression: they all failed — and each
+/// open committed a write transaction to both files (an fsync per command), which on a real
+/// full disk failed too.
+#[test]
+fn reading_commands_work_on_a_full_disk() {
+    let l = ledger_with_workload(seed("reads_write_nothing"), 200);
+    let run = l.ok(&["runs", "--limit", "1"])["runs"][0]["run_id"]
+        .as_str()
+        .expect("a run")
+        .to_owned();
+    let commands: [&[&str]; 6] = [
+        &["runs", "--limit", "3"],
+        &["show", &run],
+        &["tree", &run],
+        &["state"],
+        &["search", "invoice"],
+        &["verify"],
+    ];
+    for args in commands {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        let out = run_limited(&l, 0, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -104,9 +104,9 @@ pub struct Ledger {
     pub(crate) id_index: Mutex<Option<IdIndex>>,
     /// Serialises projection catch-ups in this process (each plans from a snapshot).
     pub(crate) projector: Mutex<()>,
-    /// Set when the files could not be opened for writing (a read-only file system, or no
-    /// permission to write them): the ledger is read as it is, and nothing brings its
-    /// projections up to date.
+    /// Set when the files could not be opened for writing (a read-only file system, no
+    /// permission to write them, a full disk): the ledger is read as it is, and nothing brings
+    /// its projections up to date.
     cannot_write: Option<String>,
 }
 
@@ -156,7 +156,8 @@ impl Ledger {
             }
             // Read-only beside the process writing it, which keeps the projections current.
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => Ledger::read_only(path, None),
-            // An audit copy on read-only media, say: it can still be read and verified.
+            // An audit copy on read-only media, or a full disk: it can still be read and
+            // verified.
             Err(_) if cannot_write.is_some() => Ledger::read_only(path, cannot_write),
             Err(e) => Err(open_error(&path, e)),
         }
@@ -200,14 +201,20 @@ impl Ledger {
     }
 
     /// Why this handle cannot write the ledger's files when nothing else holds them (a
-    /// read-only file system, no permission); `None` when it can, or when only another process
-    /// writing them keeps it read-only.
+    /// read-only file system, no permission, a full disk); `None` when it can, or when only
+    /// another process writing them keeps it read-only.
     pub fn cannot_write(&self) -> Option<&str> {
         self.cannot_write.as_deref()
     }
 
     fn with_db(db: Db, proj: Db, path: PathBuf) -> Result<Ledger> {
-        if let Db::Write(d) = &db {
+        // A ledger made before is only read here: a write transaction on every open cost a
+        // commit (an fsync) per command, and failed every command on a full disk.
+        let made = match &db {
+            Db::Write(d) => made_before(d, &path)?,
+            Db::Read(_) => true,
+        };
+        if let (Db::Write(d), false) = (&db, made) {
             let tx = d.begin_write()?;
             {
                 let mut meta = tx.open_table(META)?;
@@ -318,6 +325,21 @@ impl Ledger {
     }
 }
 
+/// Whether the log file holds this format's tables already (checking the format it records).
+fn made_before(d: &redb::Database, path: &Path) -> Result<bool> {
+    use redb::TableHandle;
+    let tx = d.begin_read()?;
+    let names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_owned()).collect();
+    let has = |def: &str| names.iter().any(|n| n == def);
+    if !(has(META.name()) && has(BLOCKS.name()) && has(IDS.name())) {
+        return Ok(false);
+    }
+    match tx.open_table(META)?.get("format")? {
+        Some(v) => check_format(path, v.value()).map(|()| true),
+        None => Ok(false),
+    }
+}
+
 /// Where the projections of the log at `log` live: `<log>.proj`.
 pub fn projections_path(log: &Path) -> PathBuf {
     let mut p = log.as_os_str().to_owned();
@@ -381,6 +403,10 @@ fn open_projections_file(path: &Path, cache_bytes: usize) -> Result<Opened> {
         // could meet the damage again (a second panic aborts). The file handle is leaked then.
         let db = std::mem::ManuallyDrop::new(db);
         let made = (|| -> Result<()> {
+            // Only read when the tables are there (see `made_before`).
+            if crate::project::tables::all_present(&db.begin_read()?)? {
+                return Ok(());
+            }
             let tx = db.begin_write()?;
             crate::project::tables::create_all(&tx)?;
             tx.commit()?;
@@ -392,10 +418,16 @@ fn open_projections_file(path: &Path, cache_bytes: usize) -> Result<Opened> {
     attempt.unwrap_or(Ok(Opened::Damaged))
 }
 
-/// Why an open for writing failed for want of write access, if it did.
+/// Why an open for writing failed for want of write access or space, if it did.
 fn not_writable(e: &std::io::Error) -> Option<String> {
     use std::io::ErrorKind as K;
-    matches!(e.kind(), K::ReadOnlyFilesystem | K::PermissionDenied).then(|| e.to_string())
+    let kinds = [
+        K::ReadOnlyFilesystem,
+        K::PermissionDenied,
+        K::StorageFull,
+        K::FileTooLarge,
+    ];
+    kinds.contains(&e.kind()).then(|| e.to_string())
 }
 
 /// Whether opening failed on the file's content (rather than on access to it).

@@ -96,6 +96,30 @@ pub(crate) fn decode_ids(mut bytes: &[u8]) -> Option<Vec<&str>> {
     Some(ids)
 }
 
+/// Whether every table of this layout is there, of this version: [`create_all`] would change
+/// nothing.
+pub(crate) fn all_present(tx: &redb::ReadTransaction) -> Result<bool> {
+    use redb::TableHandle;
+    let names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_owned()).collect();
+    let all = [
+        PROJ_META.name(),
+        PROJ_LOG.name(),
+        RUNS.name(),
+        RUNS_BY_START.name(),
+        CHILDREN.name(),
+        DOC_EVENTS.name(),
+        COMPLETIONS.name(),
+        ACTIVE.name(),
+        ACTIVE_AT.name(),
+        COMPLETIONS_MAX_AT.name(),
+    ];
+    if !all.iter().all(|t| names.iter().any(|n| n == t)) {
+        return Ok(false);
+    }
+    let version = tx.open_table(PROJ_META)?.get("version")?.map(|v| v.value());
+    Ok(version == Some(PROJECTION_VERSION))
+}
+
 pub(crate) fn create_all(tx: &redb::WriteTransaction) -> Result<()> {
     // Tables of another layout are dropped before they are opened with this layout's types;
     // the missing version then makes the projections rebuild from the log.

@@ -164,10 +164,24 @@ fn write_range(
             .and_then(|r| r);
         match (scanned, runs) {
             (Ok((events, docs)), runs) => {
-                let mut files = runs?;
-                files.extend(events.finish()?);
-                files.extend(docs.finish()?);
-                Ok(files)
+                // A table that fails after another completed: the completed files go too, so
+                // that the directory holds no file the manifest does not list.
+                let mut files = Vec::new();
+                let finished = || -> Result<()> {
+                    files.extend(runs?);
+                    files.extend(events.finish()?);
+                    files.extend(docs.finish()?);
+                    Ok(())
+                };
+                match finished() {
+                    Ok(()) => Ok(files),
+                    Err(e) => {
+                        for f in &files {
+                            let _ = std::fs::remove_file(opts.out.join(&f.path));
+                        }
+                        Err(e)
+                    }
+                }
             }
             // The runs thread failed first (and stopped the scan): its error says why.
             (Err(_), Err(e)) if !abort.load(Ordering::SeqCst) || !is_abort(&e) => Err(e),

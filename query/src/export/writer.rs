@@ -177,7 +177,9 @@ impl Worker {
         let Some(f) = self.open.get_mut(&day) else {
             return Ok(());
         };
-        f.writer.write_rows(&buf.rows)?;
+        f.writer
+            .write_rows(&buf.rows)
+            .map_err(|e| naming(&f.tmp, e))?;
         f.rows += buf.rows.len() as u64;
         f.min_seq = f.min_seq.min(buf.min_seq);
         f.max_seq = f.max_seq.max(buf.max_seq);
@@ -185,8 +187,19 @@ impl Worker {
         Ok(())
     }
 
+    /// Finishes an open file and gives it its name; on failure removes what it left.
     fn complete(&mut self, day: String, f: OpenFile) -> Result<()> {
-        f.writer.finish()?;
+        let (tmp, path) = (f.tmp.clone(), f.path.clone());
+        let completed = self.complete_file(day, f);
+        if completed.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&path);
+        }
+        completed
+    }
+
+    fn complete_file(&mut self, day: String, f: OpenFile) -> Result<()> {
+        f.writer.finish().map_err(|e| naming(&f.tmp, e))?;
         std::fs::rename(&f.tmp, &f.path).map_err(super::at(&f.path))?;
         self.done.push(FileEntry {
             table: self.table.name.to_owned(),
@@ -224,11 +237,19 @@ impl Worker {
             }
         }
         if finish && result.is_ok() {
-            for (day, f) in std::mem::take(&mut self.open) {
-                self.complete(day, f)?;
+            let mut open = std::mem::take(&mut self.open).into_iter();
+            for (day, f) in open.by_ref() {
+                result = self.complete(day, f);
+                if result.is_err() {
+                    break;
+                }
             }
-            self.done.sort_by(|a, b| a.path.cmp(&b.path));
-            return Ok(self.done);
+            // Files not completed are removed below with the others.
+            self.open.extend(open);
+            if result.is_ok() {
+                self.done.sort_by(|a, b| a.path.cmp(&b.path));
+                return Ok(self.done);
+            }
         }
         for (_, f) in std::mem::take(&mut self.open) {
             drop(f.writer);
@@ -242,6 +263,16 @@ impl Worker {
             "the {} export stopped",
             self.table.name
         )))
+    }
+}
+
+/// `e`, naming the file it happened on (the Parquet writer's own "External: No space left on
+/// device" named none).
+fn naming(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Io(source) => super::at(path)(source),
+        Error::Invalid(m) => Error::Invalid(format!("{}: {m}", path.display())),
+        other => other,
     }
 }
 
