@@ -718,3 +718,25 @@ fn reading_commands_work_on_a_full_disk() {
         );
     }
 }
+
+/// Only `search` brings the search index up to date: the other reading commands answer when
+/// the index cannot grow (a full disk, here a file size limit of 8 KiB). Regression: every
+/// reading command failed with the index's error.
+#[test]
+fn an_index_that_cannot_grow_fails_search_alone() {
+    let l = ledger_with_workload(seed("index_cannot_grow"), 300);
+    // The index must be built again from nothing: its segments outgrow the limit.
+    std::fs::remove_dir_all(l.path("ledger.db.search")).expect("removing the index");
+    for args in [&["runs", "--limit", "2"][..], &["state"], &["stats"]] {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        let out = run_limited(&l, 16, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+    let out = run_limited(&l, 16, &["search".as_ref(), "invoice".as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("search index"), "{err}");
+    let found = l.ok(&["search", "invoice"]);
+    assert!(found["total"].as_u64() > Some(0), "{found}");
+}

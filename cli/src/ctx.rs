@@ -35,11 +35,22 @@ impl Ctx {
         Ctx { db, json }
     }
 
-    /// Opens the ledger for a read command and brings projections and the search index up to
-    /// the log's head (when no other process is writing it; that process keeps them current).
+    /// Opens the ledger for a read command and brings the projections up to the log's head
+    /// (when no other process is writing it; that process keeps them current). The search
+    /// index is left to `search` ([`Self::open_for_search`]): a command that does not read it
+    /// neither waits for it nor fails with it (an index that cannot grow on a full disk).
     pub fn open_for_read(&self) -> anyhow::Result<Ledger> {
         let ledger = self.open_as_is()?;
         catch_up(&ledger)?;
+        Ok(ledger)
+    }
+
+    /// [`Self::open_for_read`], and the search index brought up to the head too.
+    pub fn open_for_search(&self) -> anyhow::Result<Ledger> {
+        let ledger = self.open_for_read()?;
+        if ledger.is_writable() {
+            query::search::catch_up(&ledger).context("bringing the search index up to date")?;
+        }
         Ok(ledger)
     }
 
@@ -64,11 +75,12 @@ impl Ctx {
     }
 }
 
-/// Brings projections and the search index up to the log's head (when no other process is
-/// writing it; that process keeps them current).
+/// Brings the projections up to the log's head (when no other process is writing it; that
+/// process keeps them current).
 pub fn catch_up(ledger: &Ledger) -> anyhow::Result<()> {
     if ledger.is_writable() {
-        query::catch_up(ledger).context("bringing projections up to date")?;
+        ledger::project::catch_up(ledger, &mut |_, _| {})
+            .context("bringing projections up to date")?;
     } else if let Some(why) = ledger.cannot_write() {
         // Nobody will bring them up to date: say that the answers are as of an earlier seq.
         let head = ledger.head()?.seq;

@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, default_value_t = ledger::DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
     /// Return once the events are durable, before projections and the index catch up
-    /// (the next command that reads catches them up).
+    /// (the next command that reads catches the projections up, the next search the index).
     #[arg(long)]
     pub no_wait_indexed: bool,
 }

@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let ledger = ctx.open_for_read()?;
+    let ledger = ctx.open_for_search()?;
     let req = query::search::SearchRequest {
         query: args.query.join(" "),
         operation: args.filter.operation,
