@@ -40,12 +40,7 @@ fn status_mark(st: &str) -> (&'static str, &'static str) {
 
 /// A status with its mark, coloured on a terminal.
 pub fn status(st: &str) -> String {
-    let (mark, code) = status_mark(st);
-    if color() {
-        format!("\x1b[{code}m{mark} {st}\x1b[0m")
-    } else {
-        format!("{mark} {st}")
-    }
+    status_cell(st, 0)
 }
 
 pub fn duration(v: &Value) -> String {

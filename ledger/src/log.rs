@@ -210,11 +210,11 @@ impl Ledger {
     fn with_db(db: Db, proj: Db, path: PathBuf) -> Result<Ledger> {
         // A ledger made before is only read here: a write transaction on every open cost a
         // commit (an fsync) per command, and failed every command on a full disk.
-        let made = match &db {
-            Db::Write(d) => made_before(d, &path)?,
-            Db::Read(_) => true,
+        let unmade = match &db {
+            Db::Write(d) if !made_before(d, &path)? => Some(d),
+            _ => None,
         };
-        if let (Db::Write(d), false) = (&db, made) {
+        if let Some(d) = unmade {
             let tx = d.begin_write()?;
             {
                 let mut meta = tx.open_table(META)?;
@@ -329,15 +329,20 @@ impl Ledger {
 fn made_before(d: &redb::Database, path: &Path) -> Result<bool> {
     use redb::TableHandle;
     let tx = d.begin_read()?;
-    let names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_owned()).collect();
-    let has = |def: &str| names.iter().any(|n| n == def);
-    if !(has(META.name()) && has(BLOCKS.name()) && has(IDS.name())) {
+    if !tables_present(&tx, &[META.name(), BLOCKS.name(), IDS.name()])? {
         return Ok(false);
     }
     match tx.open_table(META)?.get("format")? {
         Some(v) => check_format(path, v.value()).map(|()| true),
         None => Ok(false),
     }
+}
+
+/// Whether `tx` sees a table of each of these names.
+pub(crate) fn tables_present(tx: &redb::ReadTransaction, names: &[&str]) -> Result<bool> {
+    use redb::TableHandle;
+    let present: Vec<String> = tx.list_tables()?.map(|t| t.name().to_owned()).collect();
+    Ok(names.iter().all(|n| present.iter().any(|p| p == n)))
 }
 
 /// Where the projections of the log at `log` live: `<log>.proj`.

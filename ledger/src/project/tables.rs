@@ -100,7 +100,6 @@ pub(crate) fn decode_ids(mut bytes: &[u8]) -> Option<Vec<&str>> {
 /// nothing.
 pub(crate) fn all_present(tx: &redb::ReadTransaction) -> Result<bool> {
     use redb::TableHandle;
-    let names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_owned()).collect();
     let all = [
         PROJ_META.name(),
         PROJ_LOG.name(),
@@ -113,7 +112,7 @@ pub(crate) fn all_present(tx: &redb::ReadTransaction) -> Result<bool> {
         ACTIVE_AT.name(),
         COMPLETIONS_MAX_AT.name(),
     ];
-    if !all.iter().all(|t| names.iter().any(|n| n == t)) {
+    if !crate::log::tables_present(tx, &all)? {
         return Ok(false);
     }
     let version = tx.open_table(PROJ_META)?.get("version")?.map(|v| v.value());
